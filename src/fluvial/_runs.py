@@ -1,0 +1,160 @@
+"""The records of one flow run and one task run, as the engine keeps them in memory.
+
+They are slotted and lazy: a run's id and default name are made on first use, because most
+task runs are never asked for either and each costs a microsecond (DESIGN.md, Performance).
+"""
+
+from __future__ import annotations
+
+__all__ = ("FlowRun", "TaskRun")
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from ._ids import new_id
+from .states import State
+
+
+class _Run:
+    __slots__ = (
+        "_id",
+        "_name",
+        "end_time",
+        "parameters",
+        "return_value",
+        "run_count",
+        "start_time",
+        "state",
+        "state_history",
+        "tags",
+    )
+
+    def __init__(self, parameters: dict[str, Any], tags: frozenset[str]) -> None:
+        self._id: uuid.UUID | None = None
+        self._name: str | None = None
+        self.parameters = parameters
+        self.tags = tags
+        self.run_count = 0
+        self.state: State[Any] | None = None
+        self.state_history: list[State[Any]] = []
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        # Holds the value for the direct caller when the state does not keep it.
+        self.return_value: Any = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The run's unique id (time-ordered)."""
+        if self._id is None:
+            self._id = new_id()
+        return self._id
+
+    @id.setter
+    def id(self, value: uuid.UUID) -> None:
+        self._id = value
+
+    @property
+    def name(self) -> str:
+        """The run's display name."""
+        if self._name is None:
+            self._name = self._default_name()
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    def _default_name(self) -> str:
+        raise NotImplementedError
+
+    def set_state(self, state: State[Any]) -> None:
+        """Record *state* as the current one and append it to the history."""
+        self.state = state
+        self.state_history.append(state)
+        if state.type.value == "RUNNING" and self.start_time is None:
+            self.start_time = time.time()
+
+    @property
+    def state_type(self) -> Any:
+        """The current state's type, or None before the first state."""
+        return None if self.state is None else self.state.type
+
+    @property
+    def state_name(self) -> str | None:
+        """The current state's name, or None before the first state."""
+        return None if self.state is None else self.state.name
+
+    @property
+    def total_run_time(self) -> float:
+        """Seconds from the first RUNNING state to the final one (0 when not started)."""
+        if self.start_time is None:
+            return 0.0
+        return (self.end_time or time.time()) - self.start_time
+
+    @property
+    def start_datetime(self) -> datetime | None:
+        """When the run first started running, in UTC."""
+        return None if self.start_time is None else datetime.fromtimestamp(self.start_time, UTC)
+
+
+class TaskRun(_Run):
+    """One run of a task: its parameters, tags, attempts and states."""
+
+    __slots__ = ("flow_run_id", "task", "task_key", "task_name")
+
+    def __init__(
+        self,
+        task: Any,
+        parameters: dict[str, Any],
+        tags: frozenset[str],
+        flow_run_id: uuid.UUID | None,
+    ) -> None:
+        super().__init__(parameters, tags)
+        self.task = task
+        self.task_name: str = task.name
+        self.task_key: str = task.task_key
+        self.flow_run_id = flow_run_id
+
+    def _default_name(self) -> str:
+        return f"{self.task_name}-{self.id.hex[-3:]}"
+
+    def __repr__(self) -> str:
+        return f"TaskRun(name={self.name!r}, state={self.state!r})"
+
+
+class FlowRun(_Run):
+    """One run of a flow: its parameters, tags, attempts and states."""
+
+    __slots__ = (
+        "flow",
+        "flow_name",
+        "flow_version",
+        "parent_flow_run_id",
+        "parent_task_run_id",
+        "root_flow_run_id",
+    )
+
+    def __init__(
+        self,
+        flow: Any,
+        parameters: dict[str, Any],
+        tags: frozenset[str],
+        parent: FlowRun | None = None,
+    ) -> None:
+        super().__init__(parameters, tags)
+        self.flow = flow
+        self.flow_name: str = flow.name
+        self.flow_version: str | None = None
+        self.parent_flow_run_id = parent.id if parent is not None else None
+        self.root_flow_run_id = parent.root_flow_run_id if parent is not None else None
+        self.parent_task_run_id: uuid.UUID | None = None
+
+    def _default_name(self) -> str:
+        from ._names import random_run_name
+
+        return random_run_name()
+
+    def __repr__(self) -> str:
+        return f"FlowRun(name={self.name!r}, flow={self.flow_name!r}, state={self.state!r})"

@@ -1,0 +1,296 @@
+"""The task run engine: one lifecycle for sync and async tasks, on every runner.
+
+Order of steps for one task run:
+
+1. resolve inputs: wait for upstream futures (runners have usually done so before dispatch),
+   replace futures and states with values; an upstream that did not complete gives
+   ``Pending("NotReady")`` and the function never runs;
+2. name the run (``task_run_name``) and enter its ``TaskRunContext``;
+3. replay: inside a flow with retries, a task that already completed with the same inputs in an
+   earlier attempt of the flow run is ``Cached`` instead of re-run;
+4. attempts: Running (or Retrying) → ``on_running`` hooks → call the function within its
+   timeout → Completed, or Failed/TimedOut; a failure with retries left whose
+   ``retry_condition_fn`` agrees waits (``AwaitingRetry``) and tries again;
+5. final state → ``on_completion`` / ``on_failure`` hooks.
+
+Invariants: a run's states are appended to its history in order; hooks never change a state;
+the user's exception is the failed state's data, unchanged apart from one note. A
+``BaseException`` (KeyboardInterrupt, SystemExit, cancellation) makes the run Crashed or
+Cancelled and is re-raised.
+"""
+
+from __future__ import annotations
+
+__all__ = ("new_task_run", "run_task_async", "run_task_sync", "task_steps")
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._hashing import UnhashableInputError, stable_hash
+from .._runs import FlowRun, TaskRun
+from ..context import (
+    FlowRunContext,
+    TaskRunContext,
+    _current_tags,
+    _flow_run_context,
+    _reset_task_context,
+    _set_task_context,
+)
+from ..exceptions import TaskRunTimeoutError, UpstreamTaskError
+from ..logging import RunLoggerAdapter, task_run_logger
+from ..states import (
+    DROPPED,
+    AwaitingRetry,
+    Cached,
+    Failed,
+    NotReady,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    StateDetails,
+    StateType,
+    TimedOut,
+    return_value_to_state,
+)
+from .effects import CallFunction, Steps, WaitFor, drive_async, drive_sync
+from .lifecycle import call_hooks, crash_state, note_failure, should_retry, wait_before_retry
+from .naming import render_run_name
+from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
+
+if TYPE_CHECKING:
+    from ..tasks import Task
+
+_engine_logger = logging.getLogger("fluvial.engine")
+ReturnType = Literal["result", "state"]
+
+
+def new_task_run(task: Task[..., Any], parameters: dict[str, Any]) -> TaskRun:
+    """Create the record of a task run in the current flow run (if any), in state Pending."""
+    flow_ctx = _flow_run_context.get()
+    tags = _current_tags()
+    if task.tags:
+        tags = tags | task.tags
+    flow_run_id = flow_ctx.flow_run.id if flow_ctx is not None else None
+    run = TaskRun(task, parameters, tags, flow_run_id)
+    run.set_state(Pending())
+    return run
+
+
+def run_task_sync(
+    task: Task[..., Any],
+    parameters: dict[str, Any],
+    wait_for: Iterable[Any] | None = None,
+    return_type: ReturnType = "result",
+    task_run: TaskRun | None = None,
+) -> Any:
+    """Run a task in the calling thread and return its result (or final state)."""
+    run = task_run if task_run is not None else new_task_run(task, parameters)
+    state = drive_sync(task_steps(task, run, parameters, wait_for))
+    return _outcome(run, state, return_type)
+
+
+async def run_task_async(
+    task: Task[..., Any],
+    parameters: dict[str, Any],
+    wait_for: Iterable[Any] | None = None,
+    return_type: ReturnType = "result",
+    task_run: TaskRun | None = None,
+) -> Any:
+    """Run a task on the running event loop and return its result (or final state)."""
+    run = task_run if task_run is not None else new_task_run(task, parameters)
+    state = await drive_async(task_steps(task, run, parameters, wait_for))
+    return _outcome(run, state, return_type)
+
+
+def _outcome(run: TaskRun, state: State[Any], return_type: ReturnType) -> Any:
+    if return_type == "state":
+        return state
+    if state.data is DROPPED and state.type is StateType.COMPLETED:
+        # The value was kept out of the state (cache_result_in_memory=False), but the direct
+        # caller still gets it, as in Prefect.
+        value, run.return_value = run.return_value, None
+        return value
+    return state.result()
+
+
+def task_steps(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    wait_for: Iterable[Any] | None,
+) -> Steps[State[Any]]:
+    """The engine for one task run, as a generator of effects (see the module docstring)."""
+    flow_ctx = _flow_run_context.get()
+    if needs_resolution(parameters, wait_for):
+        try:
+            pending = unfinished_upstream(parameters, wait_for)
+            if pending:
+                params = parameters
+                parameters = yield WaitFor(pending, lambda: resolve_parameters(params, wait_for))
+            else:
+                parameters = resolve_parameters(parameters, wait_for)
+        except UpstreamTaskError as exc:
+            return _finish(run, NotReady(message=str(exc), state_details=_details(run)))
+    run.parameters = parameters
+    if task.task_run_name is not None:
+        run.name = render_run_name(task.task_run_name, parameters)
+    log_prints = task.log_prints
+    if log_prints is None:
+        log_prints = flow_ctx.log_prints if flow_ctx is not None else False
+    token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
+    try:
+        state = yield from _run_attempts(task, run, parameters, flow_ctx)
+    except BaseException as exc:
+        _finish(run, crash_state(exc, _details(run)))
+        raise
+    finally:
+        _reset_task_context(token)
+    return state
+
+
+def _run_attempts(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    flow_ctx: FlowRunContext | None,
+) -> Steps[State[Any]]:
+    memo = flow_ctx._memo if flow_ctx is not None else None
+    memo_key = _memo_key(task, parameters) if memo is not None else None
+    if memo is not None and memo_key is not None and memo_key in memo:
+        state = Cached(
+            data=memo[memo_key],
+            message="Completed in an earlier attempt of this flow run",
+            state_details=_details(run),
+        )
+    else:
+        state = yield from _attempt_loop(task, run, parameters, flow_ctx)
+        if memo is not None and memo_key is not None and state.type is StateType.COMPLETED:
+            if state.data is not DROPPED:
+                memo[memo_key] = state.data
+    _finish(run, state)
+    hooks = _final_hooks(task, state)
+    if hooks:
+        yield from call_hooks(hooks, task, run, state, lambda: _logger(run, flow_ctx))
+    return state
+
+
+def _attempt_loop(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    flow_ctx: FlowRunContext | None,
+) -> Steps[State[Any]]:
+    args, kwargs = task._signature.to_call(parameters)
+    while True:
+        run.run_count += 1
+        running = Running() if run.run_count == 1 else Retrying()
+        run.set_state(running)
+        if task.on_running_hooks:
+            yield from call_hooks(
+                task.on_running_hooks, task, run, running, lambda: _logger(run, flow_ctx)
+            )
+        try:
+            value = yield CallFunction(
+                task.fn, args, kwargs, task.timeout_seconds, TaskRunTimeoutError
+            )
+        except TaskRunTimeoutError as exc:
+            failed = TimedOut(
+                data=exc,
+                message=f"Task run exceeded timeout of {task.timeout_seconds:g} second(s)",
+            )
+        except Exception as exc:
+            failed = Failed(
+                data=exc, message=f"Task run encountered an exception {type(exc).__name__}: {exc}"
+            )
+        else:
+            state = _completed_state(task, run, value)
+            if state.type is not StateType.FAILED:
+                return state
+            failed = state
+        if run.run_count <= task.retries:
+            retry = yield from should_retry(task.retry_condition_fn, (task, run, failed),
+                                            lambda: _logger(run, flow_ctx))
+            if retry:
+                yield from _retry_wait(task, run, failed, flow_ctx)
+                continue
+        note_failure(failed, f"task run {run.name!r}", run.run_count, task.retries + 1)
+        _logger(run, flow_ctx).error(
+            "Finished in state %s", failed, exc_info=_exc_info(failed)
+        )
+        failed.state_details = _details(run)
+        return failed
+
+
+def _retry_wait(
+    task: Task[..., Any], run: TaskRun, failed: State[Any], flow_ctx: FlowRunContext | None
+) -> Steps[None]:
+    delay = wait_before_retry(task._retry_delays, task.retry_jitter_factor, run.run_count)
+    _logger(run, flow_ctx).info(
+        "Task run failed (%s) - Retry %d/%d will start %s",
+        failed.message,
+        run.run_count,
+        task.retries,
+        f"{delay:.3g} second(s) from now" if delay else "immediately",
+    )
+    if delay > 0:
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        run.set_state(AwaitingRetry(scheduled_time=when))
+        from .effects import Sleep
+
+        yield Sleep(delay)
+
+
+def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
+    if isinstance(value, State) or (type(value) in (list, tuple, set) and value
+                                    and isinstance(next(iter(value)), State)):
+        state = return_value_to_state(value)
+    else:
+        state = State(StateType.COMPLETED, data=value)
+    if not task.cache_result_in_memory and state.type is StateType.COMPLETED:
+        run.return_value = state.data
+        state.data = DROPPED
+    state.state_details = _details(run)
+    return state
+
+
+def _details(run: TaskRun) -> StateDetails:
+    return StateDetails(task_run_id=run.id, flow_run_id=run.flow_run_id)
+
+
+def _finish(run: TaskRun, state: State[Any]) -> State[Any]:
+    import time
+
+    run.end_time = time.time()
+    run.set_state(state)
+    return state
+
+
+def _final_hooks(task: Task[..., Any], state: State[Any]) -> list[Any]:
+    if state.type is StateType.COMPLETED:
+        return task.on_completion_hooks
+    if state.type is StateType.FAILED:
+        return task.on_failure_hooks
+    return []
+
+
+def _memo_key(task: Task[..., Any], parameters: dict[str, Any]) -> str | None:
+    try:
+        return stable_hash(task.task_key, parameters)
+    except UnhashableInputError:
+        _engine_logger.debug(
+            "task %r has inputs that cannot be hashed; a flow retry will re-run it", task.name
+        )
+        return None
+
+
+def _logger(run: TaskRun, flow_ctx: FlowRunContext | None) -> RunLoggerAdapter:
+    flow_run: FlowRun | None = flow_ctx.flow_run if flow_ctx is not None else None
+    return task_run_logger(run, flow_run)
+
+
+def _exc_info(state: State[Any]) -> BaseException | None:
+    data = state.data
+    return data if isinstance(data, BaseException) else None

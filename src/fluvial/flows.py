@@ -1,0 +1,254 @@
+"""``@flow`` and :class:`Flow`: the function that runs tasks, and the unit of a run.
+
+Calling a flow starts a flow run in the calling thread (an async flow returns a coroutine). A
+flow called inside another flow is a subflow: a child run with its own state, task runner and
+hooks. Options and defaults are Prefect 3's; see docs/porting-from-prefect.md for differences.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Flow", "flow")
+
+import hashlib
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from ._signature import CallSignature
+from .engine.retries import normalize_retry_delays
+from .exceptions import DefinitionError
+from .tasks import NotSet, StateHook, _check_reserved, _hooks
+
+if TYPE_CHECKING:
+    from .runners.base import TaskRunner
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Flow(Generic[P, R]):
+    """A function whose calls are flow runs: validated parameters, states, retries, hooks."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        version: str | None = None,
+        flow_run_name: str | Callable[..., str] | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: int | float | None = None,
+        task_runner: TaskRunner | type[TaskRunner] | None = None,
+        description: str | None = None,
+        timeout_seconds: int | float | None = None,
+        validate_parameters: bool = True,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        cache_result_in_memory: bool = True,
+        log_prints: bool | None = None,
+        on_completion: list[StateHook] | None = None,
+        on_failure: list[StateHook] | None = None,
+        on_cancellation: list[StateHook] | None = None,
+        on_crashed: list[StateHook] | None = None,
+        on_running: list[StateHook] | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise DefinitionError(f"@flow needs a function, got {fn!r}")
+        _check_reserved(fn, "flow")
+        self._options = {
+            key: value for key, value in locals().items() if key not in ("self", "fn", "__class__")
+        }
+        self.fn = fn
+        self.name = name or _default_name(fn)
+        self._version = version
+        self.flow_run_name = flow_run_name
+        self.retries = _check_retries(retries)
+        self.retry_delay_seconds = retry_delay_seconds
+        self._retry_delays = normalize_retry_delays(retry_delay_seconds, self.retries)
+        self.task_runner = _runner_instance(task_runner)
+        self.description = description or inspect.getdoc(fn)
+        self.timeout_seconds = float(timeout_seconds) if timeout_seconds else None
+        self.should_validate_parameters = validate_parameters
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.cache_result_in_memory = cache_result_in_memory
+        self.log_prints = log_prints
+        self.on_completion_hooks = _hooks(on_completion, "on_completion")
+        self.on_failure_hooks = _hooks(on_failure, "on_failure")
+        self.on_cancellation_hooks = _hooks(on_cancellation, "on_cancellation")
+        self.on_crashed_hooks = _hooks(on_crashed, "on_crashed")
+        self.on_running_hooks = _hooks(on_running, "on_running")
+        self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self._signature = CallSignature(fn, f"flow {self.name!r}")
+        self._validator: Any = None
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def version(self) -> str | None:
+        """The flow's version: as given, else a hash of its source file."""
+        if self._version is None:
+            self._version = _file_hash(self.fn)
+        return self._version
+
+    @overload
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]: ...
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None,
+                 **kwargs: Any) -> Any:
+        """Run the flow and return its value (or, with ``return_state=True``, its final state).
+
+        ``wait_for`` (subflows only) waits for those futures before the run starts.
+        """
+        from .engine.flow_engine import run_flow_async, run_flow_sync
+
+        if wait_for:
+            from .futures import wait
+
+            wait(list(wait_for))
+        parameters = self._signature.bind(args, kwargs)
+        return_type: Literal["result", "state"] = "state" if return_state else "result"
+        if self.isasync:
+            return run_flow_async(self, parameters, return_type)
+        return run_flow_sync(self, parameters, return_type)
+
+    def validate_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Return *parameters* validated and coerced against the function's annotations.
+
+        Raises:
+            ParameterTypeError: a value cannot be coerced to its parameter's type.
+        """
+        if not self.should_validate_parameters or not parameters:
+            return parameters
+        if self._validator is None:
+            from ._validation import ParameterValidator
+
+            self._validator = ParameterValidator(self.fn, self.name)
+        result: dict[str, Any] = self._validator.validate(parameters)
+        return result
+
+    def with_options(self, **options: Any) -> Flow[P, R]:
+        """Return a copy of the flow with some options changed (same names as ``@flow``)."""
+        unknown = set(options) - set(self._options)
+        if unknown:
+            raise DefinitionError(
+                f"with_options() got unknown option(s) {sorted(unknown)}; "
+                f"valid options: {sorted(self._options)}"
+            )
+        merged = {**self._options, **{k: v for k, v in options.items() if v is not NotSet}}
+        return type(self)(self.fn, **merged)
+
+    def on_completion(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this flow completes (decorator)."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this flow fails (decorator)."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_cancellation(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this flow is cancelled (decorator)."""
+        self.on_cancellation_hooks.append(fn)
+        return fn
+
+    def on_crashed(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this flow crashes (decorator)."""
+        self.on_crashed_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this flow starts an attempt (decorator)."""
+        self.on_running_hooks.append(fn)
+        return fn
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__name__", "flow")
+    return "unknown-lambda" if name == "<lambda>" else name.replace("_", "-")
+
+
+def _check_retries(retries: int | None) -> int:
+    if retries is None:
+        return 0
+    if not isinstance(retries, int) or retries < 0:
+        raise DefinitionError(f"retries must be a whole number of zero or more, got {retries!r}")
+    return retries
+
+
+def _runner_instance(runner: Any) -> TaskRunner:
+    from .runners.base import TaskRunner
+    from .runners.thread import ThreadPoolTaskRunner
+
+    if runner is None:
+        return ThreadPoolTaskRunner()
+    if isinstance(runner, type) and issubclass(runner, TaskRunner):
+        return runner()
+    if isinstance(runner, TaskRunner):
+        return runner
+    raise DefinitionError(
+        f"task_runner must be a TaskRunner instance or class, got {type(runner).__name__}"
+    )
+
+
+def _file_hash(fn: Callable[..., Any]) -> str | None:
+    try:
+        path = inspect.getsourcefile(fn)
+        if path is None:
+            return None
+        with open(path, "rb") as handle:
+            return hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+@overload
+def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
+
+
+@overload
+def flow(
+    __fn: None = None,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    flow_run_name: str | Callable[..., str] | None = None,
+    retries: int | None = None,
+    retry_delay_seconds: int | float | None = None,
+    task_runner: TaskRunner | type[TaskRunner] | None = None,
+    description: str | None = None,
+    timeout_seconds: int | float | None = None,
+    validate_parameters: bool = True,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
+    cache_result_in_memory: bool = True,
+    log_prints: bool | None = None,
+    on_completion: list[StateHook] | None = None,
+    on_failure: list[StateHook] | None = None,
+    on_cancellation: list[StateHook] | None = None,
+    on_crashed: list[StateHook] | None = None,
+    on_running: list[StateHook] | None = None,
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Turn a function into a :class:`Flow`; use as ``@flow`` or ``@flow(retries=2, ...)``."""
+    if __fn is not None:
+        return Flow(__fn, **options)
+
+    def decorate(fn: Callable[P, R]) -> Flow[P, R]:
+        return Flow(fn, **options)
+
+    return decorate
+

@@ -1,0 +1,169 @@
+"""Run-aware logging on top of the standard library's ``logging``.
+
+fluvial logs to the ``fluvial`` logger tree. Records made through :func:`get_run_logger` carry
+``flow_run_name``, ``flow_run_id``, ``flow_name``, ``task_run_name``, ``task_run_id`` and
+``task_name`` attributes, so any handler can use them.
+
+An embedded library must not take over an application's logging, so fluvial installs a console
+handler only when a run starts, only once, and only if neither the ``fluvial`` logger nor the
+root logger has a handler yet; ``FLUVIAL_LOGGING_SETUP=false`` turns even that off.
+"""
+
+from __future__ import annotations
+
+__all__ = ("get_logger", "get_run_logger", "print_as_log")
+
+import builtins
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+from .context import _flow_run_context, _task_run_context
+from .exceptions import MissingContextError
+
+_ROOT = "fluvial"
+_original_print = builtins.print
+_setup_done = False
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """Return the ``fluvial`` logger, or its child called *name*."""
+    return logging.getLogger(_ROOT if not name else f"{_ROOT}.{name}")
+
+
+class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger adapter that stamps each record with the run it came from."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        """Add the run fields to the record's ``extra``."""
+        extra = kwargs.get("extra")
+        kwargs["extra"] = dict(self.extra or {}, **extra) if extra else self.extra
+        return msg, kwargs
+
+
+def _flow_extra(flow_run: Any) -> dict[str, Any]:
+    return {
+        "flow_run_name": flow_run.name,
+        "flow_run_id": str(flow_run.id),
+        "flow_name": flow_run.flow_name,
+    }
+
+
+def _task_extra(task_run: Any) -> dict[str, Any]:
+    return {
+        "task_run_name": task_run.name,
+        "task_run_id": str(task_run.id),
+        "task_name": task_run.task_name,
+    }
+
+
+def flow_run_logger(flow_run: Any) -> RunLoggerAdapter:
+    """Return a logger bound to *flow_run*."""
+    return RunLoggerAdapter(get_logger("flow_runs"), _flow_extra(flow_run))
+
+
+def task_run_logger(task_run: Any, flow_run: Any = None) -> RunLoggerAdapter:
+    """Return a logger bound to *task_run* (and its flow run, when there is one)."""
+    extra = _task_extra(task_run)
+    if flow_run is not None:
+        extra.update(_flow_extra(flow_run))
+    return RunLoggerAdapter(get_logger("task_runs"), extra)
+
+
+def get_run_logger(context: Any = None, **kwargs: Any) -> RunLoggerAdapter:
+    """Return a logger bound to the current task run, else the current flow run.
+
+    Args:
+        context: a ``TaskRunContext`` or ``FlowRunContext`` to bind to instead of the current one.
+        kwargs: extra fields added to every record.
+
+    Raises:
+        MissingContextError: called outside a flow or task run and no context given.
+    """
+    task_ctx = context if hasattr(context, "task_run") else None
+    flow_ctx = context if hasattr(context, "flow_run") else None
+    if context is None:
+        task_ctx = _task_run_context.get()
+        flow_ctx = _flow_run_context.get()
+    if task_ctx is not None:
+        flow_run = flow_ctx.flow_run if flow_ctx is not None else None
+        adapter = task_run_logger(task_ctx.task_run, flow_run)
+    elif flow_ctx is not None:
+        adapter = flow_run_logger(flow_ctx.flow_run)
+    else:
+        raise MissingContextError(
+            "there is no active flow or task run; get_run_logger() works only inside a "
+            "@flow or @task. Use fluvial.logging.get_logger() or logging.getLogger() elsewhere."
+        )
+    if kwargs:
+        adapter.extra = {**(adapter.extra or {}), **kwargs}
+    return adapter
+
+
+class _RunFormatter(logging.Formatter):
+    """Formats records as ``12:00:00.000 | INFO    | Task run 'add-1f3' - message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        """Put the run label in front of the message."""
+        task_run = getattr(record, "task_run_name", None)
+        flow_run = getattr(record, "flow_run_name", None)
+        if task_run is not None:
+            label = f"Task run {task_run!r}"
+        elif flow_run is not None:
+            label = f"Flow run {flow_run!r}"
+        else:
+            label = record.name
+        record.message = f"{label} - {record.message}"
+        return super().formatMessage(record)
+
+
+def setup_logging() -> None:
+    """Install fluvial's console handler once, unless the application configured logging."""
+    global _setup_done
+    if _setup_done:
+        return
+    _setup_done = True
+    if os.environ.get("FLUVIAL_LOGGING_SETUP", "true").lower() in ("0", "false", "no"):
+        return
+    logger = logging.getLogger(_ROOT)
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RunFormatter())
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(os.environ.get("FLUVIAL_LOGGING_LEVEL", "INFO").upper())
+
+
+def _patched_print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+                   flush: bool = False) -> None:
+    """Send ``print`` output to the run logger when the current run has ``log_prints``."""
+    if file is None or file is sys.stdout:
+        task_ctx = _task_run_context.get()
+        ctx: Any = task_ctx if task_ctx is not None else _flow_run_context.get()
+        if ctx is not None and ctx.log_prints:
+            text = (sep if sep is not None else " ").join(str(arg) for arg in args)
+            get_run_logger(ctx).info(text)
+            return
+    _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+def print_as_log(*args: Any, **kwargs: Any) -> None:
+    """Log a ``print`` call's text at INFO on the current run's logger."""
+    _patched_print(*args, **kwargs)
+
+
+def enable_print_capture() -> None:
+    """Route ``print`` through the run logger for runs that set ``log_prints=True``.
+
+    The replacement consults the current run's context on each call and falls back to the real
+    ``print`` outside such runs, so installing it once for the process is safe.
+    """
+    if builtins.print is not _patched_print:
+        builtins.print = _patched_print
+

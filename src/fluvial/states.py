@@ -1,0 +1,541 @@
+"""States: what a flow or task run is doing, and what it produced.
+
+A ``State`` has a canonical ``type`` (one of :class:`StateType`), a display ``name`` that may be
+more specific (``Cached`` is a COMPLETED state, ``TimedOut`` a FAILED one), a ``message`` and
+``data``: the run's value when completed, the exception when failed or crashed.
+
+States are plain slotted objects rather than pydantic models because the engine makes three of
+them per task run and per-task overhead is a budget (see DESIGN.md, Performance).
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "TERMINAL_STATES",
+    "AwaitingRetry",
+    "Cached",
+    "Cancelled",
+    "Cancelling",
+    "Completed",
+    "Crashed",
+    "Failed",
+    "Late",
+    "NotReady",
+    "Paused",
+    "Pending",
+    "RolledBack",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "State",
+    "StateDetails",
+    "StateGroup",
+    "StateType",
+    "Suspended",
+    "TimedOut",
+    "exception_to_crashed_state",
+    "exception_to_failed_state",
+    "get_state_exception",
+    "is_state",
+    "is_state_iterable",
+    "raise_state_exception",
+    "return_value_to_state",
+)
+
+import enum
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from .exceptions import (
+    CancelledRun,
+    CrashedRun,
+    FailedRun,
+    MissingResult,
+    PausedRun,
+    UnfinishedRun,
+)
+
+R = TypeVar("R")
+
+
+class StateType(enum.StrEnum):
+    """The canonical kinds of state; a state's name may be more specific than its type."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    CRASHED = "CRASHED"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
+
+
+TERMINAL_STATES = frozenset(
+    {StateType.COMPLETED, StateType.CANCELLED, StateType.FAILED, StateType.CRASHED}
+)
+_FAILURE_TYPES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+
+
+class StateDetails:
+    """Run identifiers and scheduling details attached to a state."""
+
+    __slots__ = (
+        "cache_expiration",
+        "cache_key",
+        "child_flow_run_id",
+        "flow_run_id",
+        "pause_key",
+        "pause_reschedule",
+        "pause_timeout",
+        "refresh_cache",
+        "retriable",
+        "scheduled_time",
+        "task_run_id",
+        "untrackable_result",
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, None)
+        self.untrackable_result = False
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__slots__
+            if getattr(self, name) not in (None, False)
+        )
+        return f"StateDetails({shown})"
+
+
+class State(Generic[R]):
+    """The state of a flow or task run at one moment."""
+
+    __slots__ = ("_details", "_id", "_ts", "data", "message", "name", "type")
+
+    def __init__(
+        self,
+        type: StateType,  # noqa: A002 - Prefect's field name
+        name: str | None = None,
+        message: str | None = None,
+        data: Any = None,
+        state_details: StateDetails | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        self.type = StateType(type)
+        self.name = name if name is not None else self.type.value.capitalize()
+        self.message = message
+        self.data = data
+        self._details = state_details
+        self._ts = time.time() if timestamp is None else timestamp.timestamp()
+        self._id: uuid.UUID | None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A unique id for this state, made on first use."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the state was created, in UTC."""
+        return datetime.fromtimestamp(self._ts, UTC)
+
+    @property
+    def state_details(self) -> StateDetails:
+        """Run ids and scheduling details; created on first use."""
+        if self._details is None:
+            self._details = StateDetails()
+        return self._details
+
+    @state_details.setter
+    def state_details(self, value: StateDetails) -> None:
+        self._details = value
+
+    def is_scheduled(self) -> bool:
+        """Return whether the state is SCHEDULED (AwaitingRetry and Late included)."""
+        return self.type is StateType.SCHEDULED
+
+    def is_pending(self) -> bool:
+        """Return whether the state is PENDING (NotReady included)."""
+        return self.type is StateType.PENDING
+
+    def is_running(self) -> bool:
+        """Return whether the state is RUNNING (Retrying included)."""
+        return self.type is StateType.RUNNING
+
+    def is_completed(self) -> bool:
+        """Return whether the state is COMPLETED (Cached included)."""
+        return self.type is StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        """Return whether the state is FAILED (TimedOut included)."""
+        return self.type is StateType.FAILED
+
+    def is_crashed(self) -> bool:
+        """Return whether the state is CRASHED."""
+        return self.type is StateType.CRASHED
+
+    def is_cancelled(self) -> bool:
+        """Return whether the state is CANCELLED."""
+        return self.type is StateType.CANCELLED
+
+    def is_cancelling(self) -> bool:
+        """Return whether the state is CANCELLING."""
+        return self.type is StateType.CANCELLING
+
+    def is_paused(self) -> bool:
+        """Return whether the state is PAUSED (Suspended included)."""
+        return self.type is StateType.PAUSED
+
+    def is_final(self) -> bool:
+        """Return whether the state is terminal: completed, failed, crashed or cancelled."""
+        return self.type in TERMINAL_STATES
+
+    def result(self, raise_on_failure: bool = True, retry_result_failure: bool = True) -> Any:
+        """Return the run's value, or raise the exception that ended it.
+
+        Args:
+            raise_on_failure: when False, a failed, crashed or cancelled state returns its
+                exception instead of raising it.
+            retry_result_failure: accepted for Prefect compatibility.
+
+        Raises:
+            UnfinishedRun: the state is not final yet.
+            PausedRun: the run is paused.
+            MissingResult: a completed state whose value was neither kept nor persisted.
+        """
+        if self.type is StateType.PAUSED:
+            raise PausedRun(f"the run is paused: {self.message or self.name}")
+        if self.type in _FAILURE_TYPES:
+            exc = get_state_exception(self)
+            if raise_on_failure:
+                raise exc
+            return exc
+        if self.type is not StateType.COMPLETED:
+            raise UnfinishedRun(
+                f"the run is in state {self.name!r} ({self.type.value}); "
+                "its result is not available until it finishes"
+            )
+        data = self.data
+        loader = getattr(data, "__fluvial_result__", None)
+        if loader is not None:
+            return loader()
+        return data
+
+    async def aresult(self, raise_on_failure: bool = True, retry_result_failure: bool = True) -> Any:
+        """Async twin of :meth:`result`."""
+        return self.result(raise_on_failure, retry_result_failure)
+
+    def copy(self, **changes: Any) -> State[R]:
+        """Return a copy with some fields replaced and a fresh timestamp."""
+        new = State(
+            changes.pop("type", self.type),
+            name=changes.pop("name", self.name),
+            message=changes.pop("message", self.message),
+            data=changes.pop("data", self.data),
+            state_details=changes.pop("state_details", self._details),
+        )
+        if changes:
+            raise TypeError(f"unknown State fields: {', '.join(changes)}")
+        return new
+
+    def fresh_copy(self, **changes: Any) -> State[R]:
+        """Return a copy with a fresh timestamp (Prefect's name)."""
+        return self.copy(**changes)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> State[R]:
+        """Return a copy, like pydantic's ``model_copy`` that Prefect's states offer."""
+        return self.copy(**(update or {}))
+
+    def __repr__(self) -> str:
+        return f"{self.name}(message={self.message!r}, type={self.type.value})"
+
+    def __str__(self) -> str:
+        shown = [repr(self.message)] if self.message else []
+        if self.name.upper() != self.type.value:
+            shown.append(f"type={self.type.value}")
+        return f"{self.name}({', '.join(shown)})"
+
+
+class DroppedResult:
+    """Stands in for a value that was neither kept in memory nor persisted."""
+
+    __slots__ = ()
+
+    def __fluvial_result__(self) -> Any:
+        raise MissingResult(
+            "this run's result was not kept in memory (cache_result_in_memory=False) and was "
+            "not persisted; set persist_result=True to be able to read it later"
+        )
+
+    def __repr__(self) -> str:
+        return "<result not kept>"
+
+
+DROPPED = DroppedResult()
+
+
+def _make(
+    type_: StateType, default_name: str | None, cls: type[State[Any]], kwargs: dict[str, Any]
+) -> State[Any]:
+    if default_name is not None:
+        kwargs.setdefault("name", default_name)
+    return cls(type_, **kwargs)
+
+
+def Scheduled(  # noqa: N802 - Prefect's constructor names
+    cls: type[State[Any]] = State,
+    scheduled_time: datetime | None = None,
+    **kwargs: Any,
+) -> State[Any]:
+    """Return a SCHEDULED state for *scheduled_time* (default: now)."""
+    details = kwargs.setdefault("state_details", StateDetails())
+    details.scheduled_time = scheduled_time or datetime.now(UTC)
+    return _make(StateType.SCHEDULED, None, cls, kwargs)
+
+
+def Completed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a COMPLETED state."""
+    return _make(StateType.COMPLETED, None, cls, kwargs)
+
+
+def Running(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a RUNNING state."""
+    return _make(StateType.RUNNING, None, cls, kwargs)
+
+
+def Failed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a FAILED state."""
+    return _make(StateType.FAILED, None, cls, kwargs)
+
+
+def Crashed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a CRASHED state."""
+    return _make(StateType.CRASHED, None, cls, kwargs)
+
+
+def Cancelling(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a CANCELLING state."""
+    return _make(StateType.CANCELLING, None, cls, kwargs)
+
+
+def Cancelled(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a CANCELLED state."""
+    return _make(StateType.CANCELLED, None, cls, kwargs)
+
+
+def Pending(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a PENDING state."""
+    return _make(StateType.PENDING, None, cls, kwargs)
+
+
+def Paused(  # noqa: N802
+    cls: type[State[Any]] = State,
+    timeout_seconds: int | None = None,
+    pause_expiration_time: datetime | None = None,
+    reschedule: bool = False,
+    pause_key: str | None = None,
+    **kwargs: Any,
+) -> State[Any]:
+    """Return a PAUSED state."""
+    details = kwargs.setdefault("state_details", StateDetails())
+    details.pause_timeout = pause_expiration_time or timeout_seconds
+    details.pause_reschedule = reschedule
+    details.pause_key = pause_key
+    return _make(StateType.PAUSED, None, cls, kwargs)
+
+
+def Suspended(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a PAUSED state named ``Suspended``."""
+    kwargs.setdefault("name", "Suspended")
+    return Paused(cls, reschedule=True, **kwargs)
+
+
+def AwaitingRetry(  # noqa: N802
+    cls: type[State[Any]] = State, scheduled_time: datetime | None = None, **kwargs: Any
+) -> State[Any]:
+    """Return a SCHEDULED state named ``AwaitingRetry``."""
+    kwargs.setdefault("name", "AwaitingRetry")
+    return Scheduled(cls, scheduled_time, **kwargs)
+
+
+def Late(  # noqa: N802
+    cls: type[State[Any]] = State, scheduled_time: datetime | None = None, **kwargs: Any
+) -> State[Any]:
+    """Return a SCHEDULED state named ``Late``."""
+    kwargs.setdefault("name", "Late")
+    return Scheduled(cls, scheduled_time, **kwargs)
+
+
+def Retrying(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a RUNNING state named ``Retrying``."""
+    return _make(StateType.RUNNING, "Retrying", cls, kwargs)
+
+
+def Cached(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a COMPLETED state named ``Cached``: the value came from the cache."""
+    return _make(StateType.COMPLETED, "Cached", cls, kwargs)
+
+
+def NotReady(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a PENDING state named ``NotReady``: an upstream run did not complete."""
+    return _make(StateType.PENDING, "NotReady", cls, kwargs)
+
+
+def TimedOut(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a FAILED state named ``TimedOut``."""
+    return _make(StateType.FAILED, "TimedOut", cls, kwargs)
+
+
+def RolledBack(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+    """Return a COMPLETED state named ``RolledBack``."""
+    return _make(StateType.COMPLETED, "RolledBack", cls, kwargs)
+
+
+class StateGroup:
+    """Counts of a collection of states by type, for the aggregation rule."""
+
+    def __init__(self, states: Iterable[State[Any]]) -> None:
+        self.states = list(states)
+        self.type_counts = Counter(state.type for state in self.states)
+        self.total_count = len(self.states)
+        self.cancelled_count = self.type_counts[StateType.CANCELLED]
+        self.final_count = sum(self.type_counts[t] for t in TERMINAL_STATES)
+        self.not_final_count = self.total_count - self.final_count
+        self.paused_count = self.type_counts[StateType.PAUSED]
+        self.fail_count = self.type_counts[StateType.FAILED] + self.type_counts[StateType.CRASHED]
+
+    def all_completed(self) -> bool:
+        """Return whether every state is COMPLETED."""
+        return self.type_counts[StateType.COMPLETED] == self.total_count
+
+    def any_cancelled(self) -> bool:
+        """Return whether any state is CANCELLED."""
+        return self.cancelled_count > 0
+
+    def any_failed(self) -> bool:
+        """Return whether any state is FAILED or CRASHED."""
+        return self.fail_count > 0
+
+    def any_paused(self) -> bool:
+        """Return whether any state is PAUSED."""
+        return self.paused_count > 0
+
+    def all_final(self) -> bool:
+        """Return whether every state is final."""
+        return self.final_count == self.total_count
+
+    def counts_message(self) -> str:
+        """Describe the counts, e.g. ``'COMPLETED': 2, 'FAILED': 1``."""
+        return ", ".join(f"{t.value!r}: {n}" for t, n in self.type_counts.items())
+
+
+def is_state(value: Any) -> bool:
+    """Return whether *value* is a :class:`State`."""
+    return isinstance(value, State)
+
+
+def is_state_iterable(value: Any) -> bool:
+    """Return whether *value* is a non-empty list, tuple or set made only of states."""
+    if isinstance(value, list | tuple | set | frozenset) and value:
+        return all(isinstance(item, State) for item in value)
+    return False
+
+
+def get_state_exception(state: State[Any]) -> BaseException:
+    """Return the exception that explains a failed, crashed or cancelled *state*."""
+    data = state.data
+    if isinstance(data, BaseException):
+        return data
+    if isinstance(data, State):
+        return get_state_exception(data)
+    if is_state_iterable(data):
+        for inner in data:
+            if inner.type in _FAILURE_TYPES:
+                return get_state_exception(inner)
+    message = state.message or f"Run ended in state {state.name}"
+    if state.type is StateType.CRASHED:
+        return CrashedRun(message)
+    if state.type is StateType.CANCELLED:
+        return CancelledRun(message)
+    return FailedRun(message)
+
+
+def raise_state_exception(state: State[Any]) -> None:
+    """Raise the exception of *state* if it failed, crashed or was cancelled."""
+    if state.type in _FAILURE_TYPES:
+        raise get_state_exception(state)
+
+
+def exception_to_failed_state(
+    exc: BaseException, message: str | None = None, **kwargs: Any
+) -> State[Any]:
+    """Return a FAILED state holding *exc*."""
+    text = message or f"{type(exc).__name__}: {exc}"
+    return Failed(data=exc, message=text, **kwargs)
+
+
+def exception_to_crashed_state(exc: BaseException, **kwargs: Any) -> State[Any]:
+    """Return a CRASHED state explaining why the run process was interrupted."""
+    if isinstance(exc, KeyboardInterrupt):
+        reason = "Execution was aborted by an interrupt signal."
+    elif isinstance(exc, SystemExit):
+        reason = "Execution was aborted by Python's SystemExit."
+    else:
+        reason = f"Execution was interrupted by an unexpected exception: {type(exc).__name__}"
+    crash = CrashedRun(reason)
+    crash.__cause__ = exc
+    return Crashed(data=crash, message=reason, **kwargs)
+
+
+def return_value_to_state(value: Any) -> State[Any]:
+    """Turn what a flow or task function returned into its final state.
+
+    A state the user built by hand is used as it is. States produced by runs (and lists of
+    them) are aggregated: all completed gives COMPLETED, else any cancelled gives CANCELLED,
+    else any paused gives PAUSED, else FAILED; the data is the returned state(s).
+    """
+    if isinstance(value, State):
+        details = value._details
+        if details is None or (details.task_run_id is None and details.flow_run_id is None):
+            return value
+        states = StateGroup([value])
+    elif is_state_iterable(value):
+        states = StateGroup(value)
+    else:
+        return State(StateType.COMPLETED, data=value)
+    return State(_aggregate_type(states), message=_aggregate_message(states), data=value)
+
+
+def _aggregate_type(states: StateGroup) -> StateType:
+    if states.all_completed():
+        return StateType.COMPLETED
+    if states.any_cancelled():
+        return StateType.CANCELLED
+    if states.any_paused():
+        return StateType.PAUSED
+    return StateType.FAILED
+
+
+def _aggregate_message(states: StateGroup) -> str:
+    if states.all_completed():
+        return "All states completed."
+    if states.any_cancelled():
+        return f"{states.cancelled_count}/{states.total_count} states cancelled."
+    if states.any_paused():
+        return f"{states.paused_count}/{states.total_count} states paused."
+    if states.any_failed():
+        return f"{states.fail_count}/{states.total_count} states failed."
+    if not states.all_final():
+        return f"{states.not_final_count}/{states.total_count} states are not final."
+    return "Given states: " + states.counts_message()

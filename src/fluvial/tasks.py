@@ -1,0 +1,342 @@
+"""``@task`` and :class:`Task`: a function with states, retries, timeouts and hooks.
+
+A task called directly runs in the caller's thread (or, if async, on the caller's event loop)
+and returns its value; ``.submit()`` and ``.map()`` hand it to the flow's task runner and return
+futures. Options and defaults are Prefect 3's; the differences are listed in
+docs/porting-from-prefect.md.
+"""
+
+from __future__ import annotations
+
+__all__ = ("NotSet", "Task", "exponential_backoff", "task")
+
+import hashlib
+import inspect
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from ._signature import CallSignature
+from .context import _flow_run_context
+from .engine.retries import RetryDelay, exponential_backoff, normalize_retry_delays
+from .exceptions import DefinitionError, ReservedArgumentError
+
+if TYPE_CHECKING:
+    from .futures import Future, FutureList
+    from .states import State
+
+P = ParamSpec("P")
+R = TypeVar("R")
+StateHook = Callable[..., Any]
+
+_RESERVED = ("return_state", "wait_for")
+
+
+class _NotSet:
+    """Marks an option that was not given, where None is a meaningful value."""
+
+    _instance: _NotSet | None = None
+
+    def __new__(cls) -> _NotSet:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NotSet"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+NotSet: Any = _NotSet()
+
+
+def _check_reserved(fn: Callable[..., Any], kind: str) -> None:
+    params = inspect.signature(fn).parameters
+    for name in _RESERVED:
+        if name in params:
+            raise ReservedArgumentError(
+                f"{kind} {fn.__qualname__!r} has a parameter named {name!r}, which fluvial "
+                f"reserves for its call API (return_state=, wait_for=); rename the parameter"
+            )
+
+
+def _hooks(value: Iterable[StateHook] | None, name: str) -> list[StateHook]:
+    hooks = list(value or [])
+    for hook in hooks:
+        if not callable(hook):
+            raise DefinitionError(f"{name} hooks must be callables, got {hook!r}")
+    return hooks
+
+
+def _task_key(fn: Callable[..., Any]) -> str:
+    code = getattr(fn, "__code__", None)
+    digest = hashlib.blake2b(
+        code.co_code if code is not None else repr(fn).encode(), digest_size=4
+    ).hexdigest()
+    return f"{fn.__qualname__.split('.')[-1]}-{digest}"
+
+
+class Task(Generic[P, R]):
+    """A function that fluvial runs with states, retries, timeouts, hooks and caching."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        description: str | None = None,
+        tags: Iterable[str] | None = None,
+        version: str | None = None,
+        cache_policy: Any = NotSet,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: timedelta | None = None,
+        task_run_name: str | Callable[..., str] | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: RetryDelay = None,
+        retry_jitter_factor: float | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        result_storage_key: str | None = None,
+        cache_result_in_memory: bool = True,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = False,
+        refresh_cache: bool | None = None,
+        on_completion: list[StateHook] | None = None,
+        on_failure: list[StateHook] | None = None,
+        on_running: list[StateHook] | None = None,
+        on_rollback: list[Callable[..., Any]] | None = None,
+        on_commit: list[Callable[..., Any]] | None = None,
+        retry_condition_fn: Callable[..., Any] | None = None,
+        viz_return_value: Any = None,
+    ) -> None:
+        if not callable(fn):
+            raise DefinitionError(f"@task needs a function, got {fn!r}")
+        _check_reserved(fn, "task")
+        self._options = {
+            key: value for key, value in locals().items() if key not in ("self", "fn", "__class__")
+        }
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "task")
+        self.description = description or inspect.getdoc(fn)
+        self.tags: frozenset[str] = frozenset(tags or ())
+        self.version = version
+        self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self.task_key = _task_key(fn)
+        self.task_run_name = task_run_name
+        self.retries = self._check_retries(retries)
+        self.retry_delay_seconds = retry_delay_seconds
+        self._retry_delays = normalize_retry_delays(retry_delay_seconds, self.retries)
+        if retry_jitter_factor is not None and retry_jitter_factor < 0:
+            raise DefinitionError("retry_jitter_factor must be zero or more")
+        self.retry_jitter_factor = retry_jitter_factor
+        self.retry_condition_fn = retry_condition_fn
+        if retry_condition_fn is not None and not callable(retry_condition_fn):
+            raise DefinitionError("retry_condition_fn must be callable")
+        self.timeout_seconds = float(timeout_seconds) if timeout_seconds else None
+        self.cache_policy = cache_policy
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.result_storage_key = result_storage_key
+        self.cache_result_in_memory = cache_result_in_memory
+        self.refresh_cache = refresh_cache
+        self.log_prints = log_prints
+        self.on_completion_hooks = _hooks(on_completion, "on_completion")
+        self.on_failure_hooks = _hooks(on_failure, "on_failure")
+        self.on_running_hooks = _hooks(on_running, "on_running")
+        self.on_rollback_hooks = _hooks(on_rollback, "on_rollback")
+        self.on_commit_hooks = _hooks(on_commit, "on_commit")
+        self.viz_return_value = viz_return_value
+        self._signature = CallSignature(fn, f"task {self.name!r}")
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @staticmethod
+    def _check_retries(retries: int | None) -> int:
+        if retries is None:
+            return 0
+        if not isinstance(retries, int) or retries < 0:
+            raise DefinitionError(f"retries must be a whole number of zero or more, got {retries!r}")
+        return retries
+
+    # -- calling -----------------------------------------------------------------------------
+
+    @overload
+    def __call__(
+        self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]: ...
+
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None,
+                 **kwargs: Any) -> Any:
+        """Run the task now, in this thread or on this event loop, and return its value.
+
+        With ``return_state=True`` the final :class:`State` is returned instead. An async task
+        returns a coroutine to await.
+        """
+        from .engine.task_engine import run_task_async, run_task_sync
+
+        parameters = self._signature.bind(args, kwargs)
+        return_type: Literal["result", "state"] = "state" if return_state else "result"
+        if self.isasync:
+            return run_task_async(self, parameters, wait_for, return_type)
+        return run_task_sync(self, parameters, wait_for, return_type)
+
+    def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None,
+               **kwargs: Any) -> Future[R] | State[R]:
+        """Hand the task to the current flow's task runner; return a future at once.
+
+        Arguments may be futures of other tasks: the task starts only when they are done.
+        With ``return_state=True`` this waits and returns the final state.
+
+        Raises:
+            MissingContextError: called outside a flow run.
+        """
+        runner = _current_runner(self, "submit")
+        parameters = self._signature.bind(args, kwargs)
+        future: Future[R] = runner.submit(self, parameters, wait_for=wait_for)
+        if return_state:
+            future.wait()
+            return future.state
+        return future
+
+    def map(self, *args: Any, return_state: bool = False, wait_for: Any = None,
+            **kwargs: Any) -> FutureList[R] | list[State[R]]:
+        """Submit one run per item of the iterable arguments; return their futures in order.
+
+        Wrap an iterable that every run should receive whole in ``unmapped(...)``.
+
+        Raises:
+            MissingContextError: called outside a flow run.
+            MappingLengthMismatch: the iterables have different lengths.
+            MappingMissingIterable: no argument is iterable.
+        """
+        runner = _current_runner(self, "map")
+        parameters = self._signature.bind_partial(args, kwargs)
+        futures: FutureList[R] = runner.map(self, parameters, wait_for=wait_for)
+        if return_state:
+            futures.wait()
+            return [future.state for future in futures]
+        return futures
+
+    def with_options(self, **options: Any) -> Task[P, R]:
+        """Return a copy of the task with some options changed (same names as ``@task``).
+
+        ``tags`` replaces the tags rather than adding to them, as in Prefect.
+        """
+        unknown = set(options) - set(self._options)
+        if unknown:
+            raise DefinitionError(
+                f"with_options() got unknown option(s) {sorted(unknown)}; "
+                f"valid options: {sorted(self._options)}"
+            )
+        merged = {**self._options, **{k: v for k, v in options.items() if v is not NotSet}}
+        return type(self)(self.fn, **merged)
+
+    # -- hook registration -------------------------------------------------------------------
+
+    def on_completion(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this task completes (decorator)."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this task fails (decorator)."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: StateHook) -> StateHook:
+        """Register *fn* to run when a run of this task starts an attempt (decorator)."""
+        self.on_running_hooks.append(fn)
+        return fn
+
+    def on_commit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register a transaction commit hook (decorator; transactions come with caching)."""
+        self.on_commit_hooks.append(fn)
+        return fn
+
+    def on_rollback(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Register a transaction rollback hook (decorator; transactions come with caching)."""
+        self.on_rollback_hooks.append(fn)
+        return fn
+
+    def __get__(self, instance: Any, owner: Any = None) -> Task[P, R]:
+        # A task defined on a class binds like a method.
+        if instance is None:
+            return self
+        bound = self.with_options()
+        bound.fn = self.fn.__get__(instance, owner)  # type: ignore[attr-defined]
+        bound._signature = CallSignature(bound.fn, f"task {self.name!r}")
+        return bound
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r})"
+
+
+def _current_runner(task: Task[Any, Any], verb: str) -> Any:
+    from .exceptions import MissingContextError
+
+    ctx = _flow_run_context.get()
+    if ctx is None:
+        raise MissingContextError(
+            f"{task.name}.{verb}() needs a running flow to hand the task to its task runner; "
+            f"call it inside a @flow, or call the task directly: {task.name}(...)"
+        )
+    return ctx.task_runner
+
+
+@overload
+def task(__fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    __fn: None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Iterable[str] | None = None,
+    version: str | None = None,
+    cache_policy: Any = NotSet,
+    cache_key_fn: Callable[..., str | None] | None = None,
+    cache_expiration: timedelta | None = None,
+    task_run_name: str | Callable[..., str] | None = None,
+    retries: int | None = None,
+    retry_delay_seconds: RetryDelay = None,
+    retry_jitter_factor: float | None = None,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_storage_key: str | None = None,
+    result_serializer: Any = None,
+    cache_result_in_memory: bool = True,
+    timeout_seconds: float | None = None,
+    log_prints: bool | None = None,
+    refresh_cache: bool | None = None,
+    on_completion: list[StateHook] | None = None,
+    on_failure: list[StateHook] | None = None,
+    on_running: list[StateHook] | None = None,
+    retry_condition_fn: Callable[..., Any] | None = None,
+    viz_return_value: Any = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
+    """Turn a function into a :class:`Task`; use as ``@task`` or ``@task(retries=3, ...)``.
+
+    ``log_prints`` defaults to None here: inherit the flow's setting.
+    """
+    options.setdefault("log_prints", None)
+    if __fn is not None:
+        return Task(__fn, **options)
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        return Task(fn, **options)
+
+    return decorate
+
