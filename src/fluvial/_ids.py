@@ -34,4 +34,8 @@ def new_id() -> uuid.UUID:
     millis = time.time_ns() // 1_000_000
     rand = _random.getrandbits(74)
     value = (millis << 80) | _VERSION_7 | ((rand >> 62) << 64) | _VARIANT | (rand & ((1 << 62) - 1))
-    return uuid.UUID(int=value & ((1 << 128) - 1))
+    # Built without UUID.__init__'s argument parsing, which costs more than the rest.
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made

@@ -6,7 +6,7 @@ task runs are never asked for either and each costs a microsecond (DESIGN.md, Pe
 
 from __future__ import annotations
 
-__all__ = ("FlowRun", "TaskRun")
+__all__ = ("FlowRun", "IdCell", "TaskRun")
 
 import time
 import uuid
@@ -14,12 +14,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._ids import new_id
-from .states import State
+from .states import State, StateType
+
+
+class IdCell:
+    """Holds a run's id, made on first use; states point at the cell, not at the run."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: uuid.UUID | None = None
+
+    def get(self) -> uuid.UUID:
+        """Return the id, making it on first use."""
+        if self.value is None:
+            self.value = new_id()
+        return self.value
 
 
 class _Run:
     __slots__ = (
-        "_id",
+        "_cell",
         "_name",
         "end_time",
         "parameters",
@@ -32,7 +47,7 @@ class _Run:
     )
 
     def __init__(self, parameters: dict[str, Any], tags: frozenset[str]) -> None:
-        self._id: uuid.UUID | None = None
+        self._cell = IdCell()
         self._name: str | None = None
         self.parameters = parameters
         self.tags = tags
@@ -47,13 +62,11 @@ class _Run:
     @property
     def id(self) -> uuid.UUID:
         """The run's unique id (time-ordered)."""
-        if self._id is None:
-            self._id = new_id()
-        return self._id
+        return self._cell.get()
 
     @id.setter
     def id(self, value: uuid.UUID) -> None:
-        self._id = value
+        self._cell.value = value
 
     @property
     def name(self) -> str:
@@ -73,7 +86,7 @@ class _Run:
         """Record *state* as the current one and append it to the history."""
         self.state = state
         self.state_history.append(state)
-        if state.type.value == "RUNNING" and self.start_time is None:
+        if self.start_time is None and state.type is StateType.RUNNING:
             self.start_time = time.time()
 
     @property

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from .runners._blocking import blocking_region
+from ._blocking import blocking_region
 from .states import State
 
 if TYPE_CHECKING:

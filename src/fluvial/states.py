@@ -79,6 +79,7 @@ class StateType(enum.StrEnum):
 TERMINAL_STATES = frozenset(
     {StateType.COMPLETED, StateType.CANCELLED, StateType.FAILED, StateType.CRASHED}
 )
+_DEFAULT_NAMES = {kind: kind.value.capitalize() for kind in StateType}
 _FAILURE_TYPES = frozenset({StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
@@ -86,32 +87,78 @@ class StateDetails:
     """Run identifiers and scheduling details attached to a state."""
 
     __slots__ = (
+        "_flow_run_id",
+        "_task_run_id",
         "cache_expiration",
         "cache_key",
         "child_flow_run_id",
-        "flow_run_id",
         "pause_key",
         "pause_reschedule",
         "pause_timeout",
         "refresh_cache",
         "retriable",
         "scheduled_time",
-        "task_run_id",
         "untrackable_result",
     )
 
-    def __init__(self, **fields: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, None)
-        self.untrackable_result = False
-        for name, value in fields.items():
-            setattr(self, name, value)
+    def __init__(
+        self,
+        *,
+        flow_run_id: Any = None,
+        task_run_id: Any = None,
+        child_flow_run_id: Any = None,
+        scheduled_time: datetime | None = None,
+        cache_key: str | None = None,
+        cache_expiration: datetime | None = None,
+        untrackable_result: bool = False,
+        retriable: bool | None = None,
+        refresh_cache: bool | None = None,
+        pause_timeout: Any = None,
+        pause_reschedule: bool | None = None,
+        pause_key: str | None = None,
+    ) -> None:
+        # Run ids may be given as the run's id cell, so that no id is made until asked for.
+        self._flow_run_id = flow_run_id
+        self._task_run_id = task_run_id
+        self.child_flow_run_id = child_flow_run_id
+        self.scheduled_time = scheduled_time
+        self.cache_key = cache_key
+        self.cache_expiration = cache_expiration
+        self.untrackable_result = untrackable_result
+        self.retriable = retriable
+        self.refresh_cache = refresh_cache
+        self.pause_timeout = pause_timeout
+        self.pause_reschedule = pause_reschedule
+        self.pause_key = pause_key
+
+    @property
+    def flow_run_id(self) -> uuid.UUID | None:
+        """The id of the flow run this state belongs to."""
+        value = self._flow_run_id
+        return value.get() if hasattr(value, "get") else value
+
+    @flow_run_id.setter
+    def flow_run_id(self, value: uuid.UUID | None) -> None:
+        self._flow_run_id = value
+
+    @property
+    def task_run_id(self) -> uuid.UUID | None:
+        """The id of the task run this state belongs to."""
+        value = self._task_run_id
+        return value.get() if hasattr(value, "get") else value
+
+    @task_run_id.setter
+    def task_run_id(self, value: uuid.UUID | None) -> None:
+        self._task_run_id = value
+
+    def from_run(self) -> bool:
+        """Return whether the state was produced by a flow or task run."""
+        return self._task_run_id is not None or self._flow_run_id is not None
 
     def __repr__(self) -> str:
+        names = ("flow_run_id", "task_run_id", "scheduled_time", "cache_key", "cache_expiration")
         shown = ", ".join(
-            f"{name}={getattr(self, name)!r}"
-            for name in self.__slots__
-            if getattr(self, name) not in (None, False)
+            f"{name}={getattr(self, name)!r}" for name in names if getattr(self, name) is not None
         )
         return f"StateDetails({shown})"
 
@@ -119,7 +166,7 @@ class StateDetails:
 class State(Generic[R]):
     """The state of a flow or task run at one moment."""
 
-    __slots__ = ("_details", "_id", "_ts", "data", "message", "name", "type")
+    __slots__ = ("_details", "_id", "_run_ids", "_ts", "data", "message", "name", "type")
 
     def __init__(
         self,
@@ -130,13 +177,15 @@ class State(Generic[R]):
         state_details: StateDetails | None = None,
         timestamp: datetime | None = None,
     ) -> None:
-        self.type = StateType(type)
-        self.name = name if name is not None else self.type.value.capitalize()
+        self.type = type if type.__class__ is StateType else StateType(type)
+        self.name = name if name is not None else _DEFAULT_NAMES[self.type]
         self.message = message
         self.data = data
         self._details = state_details
         self._ts = time.time() if timestamp is None else timestamp.timestamp()
         self._id: uuid.UUID | None = None
+        # (task run id or id cell, flow run id or id cell), set by the engine; see state_details.
+        self._run_ids: tuple[Any, Any] | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -154,7 +203,11 @@ class State(Generic[R]):
     def state_details(self) -> StateDetails:
         """Run ids and scheduling details; created on first use."""
         if self._details is None:
-            self._details = StateDetails()
+            ids = self._run_ids
+            if ids is None:
+                self._details = StateDetails()
+            else:
+                self._details = StateDetails(task_run_id=ids[0], flow_run_id=ids[1])
         return self._details
 
     @state_details.setter
@@ -243,7 +296,7 @@ class State(Generic[R]):
             name=changes.pop("name", self.name),
             message=changes.pop("message", self.message),
             data=changes.pop("data", self.data),
-            state_details=changes.pop("state_details", self._details),
+            state_details=changes.pop("state_details", self.state_details),
         )
         if changes:
             raise TypeError(f"unknown State fields: {', '.join(changes)}")
@@ -507,7 +560,8 @@ def return_value_to_state(value: Any) -> State[Any]:
     """
     if isinstance(value, State):
         details = value._details
-        if details is None or (details.task_run_id is None and details.flow_run_id is None):
+        from_run = value._run_ids is not None or (details is not None and details.from_run())
+        if not from_run:
             return value
         states = StateGroup([value])
     elif is_state_iterable(value):

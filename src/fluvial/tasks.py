@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, ove
 from ._signature import CallSignature
 from .context import _flow_run_context
 from .engine.retries import RetryDelay, exponential_backoff, normalize_retry_delays
+from .engine.task_engine import run_task_async, run_task_sync
 from .exceptions import DefinitionError, ReservedArgumentError
 
 if TYPE_CHECKING:
@@ -180,8 +181,6 @@ class Task(Generic[P, R]):
         With ``return_state=True`` the final :class:`State` is returned instead. An async task
         returns a coroutine to await.
         """
-        from .engine.task_engine import run_task_async, run_task_sync
-
         parameters = self._signature.bind(args, kwargs)
         return_type: Literal["result", "state"] = "state" if return_state else "result"
         if self.isasync:

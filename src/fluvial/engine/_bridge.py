@@ -16,7 +16,7 @@ import threading
 from collections.abc import Awaitable
 from typing import Any
 
-from ..runners._blocking import blocking_region
+from .._blocking import blocking_region
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..runners._blocking import blocking_region
+from .._blocking import blocking_region
 
 _logger = logging.getLogger("fluvial.engine")
 # How long to give a function to honour the stop request before calling its thread abandoned.

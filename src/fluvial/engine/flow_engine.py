@@ -235,7 +235,7 @@ def _returned_state(flow: Flow[..., Any], run: FlowRun, value: Any) -> State[Any
 
 
 def _details(run: FlowRun) -> StateDetails:
-    return StateDetails(flow_run_id=run.id)
+    return StateDetails(flow_run_id=run._cell)
 
 
 def _conclude(

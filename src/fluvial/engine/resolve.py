@@ -40,7 +40,10 @@ def needs_resolution(parameters: dict[str, Any], wait_for: Iterable[Any] | None)
     """Return whether any argument holds a future, a state or an annotation."""
     if wait_for:
         return True
-    return any(_holds_runs(value) for value in parameters.values())
+    for value in parameters.values():
+        if type(value) not in _ATOMIC and _holds_runs(value):
+            return True
+    return False
 
 
 def upstream_futures(parameters: dict[str, Any], wait_for: Iterable[Any] | None) -> list[Future[Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = ("new_task_run", "run_task_async", "run_task_sync", "task_steps")
 
 import logging
+from time import time as _now
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,9 +47,7 @@ from ..states import (
     Cached,
     Failed,
     NotReady,
-    Pending,
     Retrying,
-    Running,
     State,
     StateDetails,
     StateType,
@@ -75,7 +74,7 @@ def new_task_run(task: Task[..., Any], parameters: dict[str, Any]) -> TaskRun:
         tags = tags | task.tags
     flow_run_id = flow_ctx.flow_run.id if flow_ctx is not None else None
     run = TaskRun(task, parameters, tags, flow_run_id)
-    run.set_state(Pending())
+    run.set_state(State(StateType.PENDING))
     return run
 
 
@@ -142,7 +141,15 @@ def task_steps(
         log_prints = flow_ctx.log_prints if flow_ctx is not None else False
     token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
     try:
-        state = yield from _run_attempts(task, run, parameters, flow_ctx)
+        memo = flow_ctx._memo if flow_ctx is not None else None
+        if memo is None:
+            state = yield from _attempt_loop(task, run, parameters, flow_ctx)
+        else:
+            state = yield from _replay_or_run(task, run, parameters, flow_ctx, memo)
+        _finish(run, state)
+        hooks = _final_hooks(task, state)
+        if hooks:
+            yield from call_hooks(hooks, task, run, state, lambda: _logger(run, flow_ctx))
     except BaseException as exc:
         _finish(run, crash_state(exc, _details(run)))
         raise
@@ -151,29 +158,23 @@ def task_steps(
     return state
 
 
-def _run_attempts(
+def _replay_or_run(
     task: Task[..., Any],
     run: TaskRun,
     parameters: dict[str, Any],
-    flow_ctx: FlowRunContext | None,
+    flow_ctx: FlowRunContext,
+    memo: dict[str, Any],
 ) -> Steps[State[Any]]:
-    memo = flow_ctx._memo if flow_ctx is not None else None
-    memo_key = _memo_key(task, parameters) if memo is not None else None
-    if memo is not None and memo_key is not None and memo_key in memo:
-        state = Cached(
-            data=memo[memo_key],
+    key = _memo_key(task, parameters)
+    if key is not None and key in memo:
+        return Cached(
+            data=memo[key],
             message="Completed in an earlier attempt of this flow run",
             state_details=_details(run),
         )
-    else:
-        state = yield from _attempt_loop(task, run, parameters, flow_ctx)
-        if memo is not None and memo_key is not None and state.type is StateType.COMPLETED:
-            if state.data is not DROPPED:
-                memo[memo_key] = state.data
-    _finish(run, state)
-    hooks = _final_hooks(task, state)
-    if hooks:
-        yield from call_hooks(hooks, task, run, state, lambda: _logger(run, flow_ctx))
+    state = yield from _attempt_loop(task, run, parameters, flow_ctx)
+    if key is not None and state.type is StateType.COMPLETED and state.data is not DROPPED:
+        memo[key] = state.data
     return state
 
 
@@ -186,7 +187,7 @@ def _attempt_loop(
     args, kwargs = task._signature.to_call(parameters)
     while True:
         run.run_count += 1
-        running = Running() if run.run_count == 1 else Retrying()
+        running = State(StateType.RUNNING) if run.run_count == 1 else Retrying()
         run.set_state(running)
         if task.on_running_hooks:
             yield from call_hooks(
@@ -252,18 +253,21 @@ def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[An
     if not task.cache_result_in_memory and state.type is StateType.COMPLETED:
         run.return_value = state.data
         state.data = DROPPED
-    state.state_details = _details(run)
+    _stamp(state, run)
     return state
 
 
 def _details(run: TaskRun) -> StateDetails:
-    return StateDetails(task_run_id=run.id, flow_run_id=run.flow_run_id)
+    return StateDetails(task_run_id=run._cell, flow_run_id=run.flow_run_id)
+
+
+def _stamp(state: State[Any], run: TaskRun) -> None:
+    # Cheaper than building StateDetails now: the details are made if someone asks.
+    state._run_ids = (run._cell, run.flow_run_id)
 
 
 def _finish(run: TaskRun, state: State[Any]) -> State[Any]:
-    import time
-
-    run.end_time = time.time()
+    run.end_time = _now()
     run.set_state(state)
     return state
 

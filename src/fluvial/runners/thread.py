@@ -25,7 +25,7 @@ from ..engine.resolve import needs_resolution, unfinished_upstream
 from ..engine.task_engine import new_task_run, run_task_async, run_task_sync
 from ..futures import Future
 from ..states import Cancelled, State, StateDetails
-from ._blocking import set_current_pool
+from .._blocking import set_current_pool
 from .base import TaskRunner
 
 if TYPE_CHECKING:
