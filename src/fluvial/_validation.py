@@ -25,11 +25,13 @@ class ParameterValidator:
         signature = inspect.signature(fn)
         try:
             hints = get_type_hints(fn, include_extras=True)
-        except Exception:  # unresolvable forward references: validate what we can
-            hints = {}
+        except Exception:  # one unresolvable name: resolve the others one by one
+            hints = {name: _resolve(p.annotation, fn) for name, p in signature.parameters.items()}
         fields: dict[str, Any] = {}
         for param in signature.parameters.values():
             annotation = hints.get(param.name, Any)
+            if annotation is inspect.Parameter.empty:
+                annotation = Any
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 annotation = tuple[annotation, ...]  # type: ignore[valid-type]
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -65,6 +67,23 @@ class ParameterValidator:
                 + "\n".join(_describe(error) for error in exc.errors())
             ) from None
         return {name: getattr(model, self._renamed.get(name, name)) for name in parameters}
+
+
+def _resolve(annotation: Any, fn: Callable[..., Any]) -> Any:
+    """Evaluate one string annotation in the function's namespace; Any when it can't be."""
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = dict(getattr(fn, "__globals__", {}))
+    closure = getattr(fn, "__closure__", None) or ()
+    for name, cell in zip(fn.__code__.co_freevars, closure, strict=False):
+        try:
+            namespace[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    try:
+        return eval(annotation, namespace)  # noqa: S307 - what typing.get_type_hints does
+    except Exception:
+        return Any
 
 
 def _renames(fields: dict[str, Any]) -> dict[str, str]:
