@@ -97,7 +97,8 @@ def test_get_run_context() -> None:
     assert isinstance(task_ctx, TaskRunContext)
     assert isinstance(flow_ctx.task_runner, ThreadPoolTaskRunner)
     assert task_ctx.task_run.task_name == "inner"
-    assert FlowRunContext.get() is None and TaskRunContext.get() is None
+    assert FlowRunContext.get() is None
+    assert TaskRunContext.get() is None
 
 
 def test_subflow_inside_a_task_sees_its_own_flow_context() -> None:

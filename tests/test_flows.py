@@ -129,11 +129,13 @@ def test_flow_names_versions_and_run_names() -> None:
         return str(fluvial.runtime.flow_run.name)
 
     assert my_etl_job.name == "my-etl-job"
-    assert my_etl_job.version is not None and len(my_etl_job.version) == 32
+    assert my_etl_job.version is not None
+    assert len(my_etl_job.version) == 32
     assert flow(version="1.2")(lambda: None).version == "1.2"
     assert flow(lambda: None).name == "unknown-lambda"
     name = my_etl_job()
-    assert isinstance(name, str) and "-" in name
+    assert isinstance(name, str)
+    assert "-" in name
 
     @flow(flow_run_name="etl-{region}-{day:%Y%m%d}")
     def regional(region: str, day: datetime.date) -> str:

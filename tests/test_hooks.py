@@ -76,7 +76,9 @@ def test_hooks_registered_with_decorators_and_seeing_the_run() -> None:
         seen.append(f"{task_run.name}:{state.result()}")
 
     work(7)
-    assert len(seen) == 1 and seen[0].startswith("work-") and seen[0].endswith(":7")
+    assert len(seen) == 1
+    assert seen[0].startswith("work-")
+    assert seen[0].endswith(":7")
 
 
 def test_failing_hook_is_logged_and_does_not_change_the_state(

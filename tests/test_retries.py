@@ -72,7 +72,13 @@ def test_states_during_retries(sleeps: list[float]) -> None:
         return [state.name for state in future.task_run.state_history]
 
     assert my_flow() == [
-        "Pending", "Running", "AwaitingRetry", "Retrying", "AwaitingRetry", "Retrying", "Completed"
+        "Pending",
+        "Running",
+        "AwaitingRetry",
+        "Retrying",
+        "AwaitingRetry",
+        "Retrying",
+        "Completed",
     ]
     assert sleeps == [5, 5]
 

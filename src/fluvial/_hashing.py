@@ -49,7 +49,8 @@ def _canonical_bytes(value: Any) -> bytes:
     import cloudpickle
 
     try:
-        return b"p" + cloudpickle.dumps(value, protocol=5)
+        pickled: bytes = cloudpickle.dumps(value, protocol=5)
+        return b"p" + pickled
     except Exception as exc:
         raise UnhashableInputError(
             f"{type(value).__name__} values cannot be hashed: {type(exc).__name__}: {exc}"

@@ -161,7 +161,9 @@ class FlowRun(_Run):
         self.flow_name: str = flow.name
         self.flow_version: str | None = None
         self.parent_flow_run_id = parent.id if parent is not None else None
-        self.root_flow_run_id = parent.root_flow_run_id if parent is not None else None
+        self.root_flow_run_id: uuid.UUID | None = (
+            parent.root_flow_run_id if parent is not None else None
+        )
         self.parent_task_run_id: uuid.UUID | None = None
 
     def _default_name(self) -> str:

@@ -36,9 +36,7 @@ class CallSignature:
         self.names = tuple(p.name for p in params)
         self.nameset = frozenset(self.names)
         self.defaults = {p.name: p.default for p in params if p.default is not _EMPTY}
-        self.simple = all(
-            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params
-        )
+        self.simple = all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
 
     def bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return the parameters dict for a call with *args* and *kwargs*, defaults applied.

@@ -40,7 +40,7 @@ class ParameterValidator:
             fields[param.name] = (annotation, default)
         config = pydantic.ConfigDict(arbitrary_types_allowed=True)
         try:
-            self.model = pydantic.create_model(  # type: ignore[call-overload]
+            self.model = pydantic.create_model(
                 f"{flow_name}_parameters", __config__=config, **_safe_fields(fields)
             )
         except (pydantic.PydanticUserError, TypeError, NameError) as exc:
@@ -48,7 +48,7 @@ class ParameterValidator:
                 f"flow {flow_name!r} has parameter annotations pydantic cannot validate: {exc}. "
                 "Pass validate_parameters=False to skip validation."
             ) from exc
-        self._renamed = {name: safe for name, safe in _renames(fields).items()}
+        self._renamed = dict(_renames(fields).items())
 
     def validate(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """Return coerced parameters.
@@ -81,7 +81,7 @@ def _resolve(annotation: Any, fn: Callable[..., Any]) -> Any:
         except ValueError:  # an empty cell
             continue
     try:
-        return eval(annotation, namespace)  # noqa: S307 - what typing.get_type_hints does
+        return eval(annotation, namespace)
     except Exception:
         return Any
 

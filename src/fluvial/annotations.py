@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-class BaseAnnotation(tuple[T], Generic[T]):  # type: ignore[misc]  # tuple subclass with a type param
+class BaseAnnotation(tuple[T], Generic[T]):
     """Base of the argument annotations: a tuple holding exactly one value."""
 
     __slots__ = ()
@@ -21,7 +21,7 @@ class BaseAnnotation(tuple[T], Generic[T]):  # type: ignore[misc]  # tuple subcl
     def __new__(cls, value: T) -> BaseAnnotation[T]:
         return super().__new__(cls, (value,))
 
-    def __getnewargs__(self) -> tuple[T]:  # type: ignore[override]
+    def __getnewargs__(self) -> tuple[T]:
         return (self[0],)
 
     def unwrap(self) -> T:
@@ -37,7 +37,7 @@ class BaseAnnotation(tuple[T], Generic[T]):  # type: ignore[misc]  # tuple subcl
         return f"{type(self).__name__}({self[0]!r})"
 
 
-class unmapped(BaseAnnotation[T]):  # noqa: N801 - Prefect's name
+class unmapped(BaseAnnotation[T]):
     """Pass this argument whole to every call of ``Task.map``, rather than mapping over it."""
 
     __slots__ = ()
@@ -48,19 +48,19 @@ class unmapped(BaseAnnotation[T]):  # noqa: N801 - Prefect's name
         return value
 
 
-class allow_failure(BaseAnnotation[T]):  # noqa: N801
+class allow_failure(BaseAnnotation[T]):
     """Run the downstream task even if this upstream failed; it receives the exception."""
 
     __slots__ = ()
 
 
-class quote(BaseAnnotation[T]):  # noqa: N801
+class quote(BaseAnnotation[T]):
     """Pass this argument as it is: no futures inside it are resolved or waited on."""
 
     __slots__ = ()
 
 
-class opaque(BaseAnnotation[T]):  # noqa: N801
+class opaque(BaseAnnotation[T]):
     """Resolve a top-level future or state, but don't look inside the resulting value."""
 
     __slots__ = ()

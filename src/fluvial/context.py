@@ -29,12 +29,8 @@ if TYPE_CHECKING:
     from .runners.base import TaskRunner
     from .tasks import Task
 
-_flow_run_context: ContextVar[FlowRunContext | None] = ContextVar(
-    "fluvial.flow_run", default=None
-)
-_task_run_context: ContextVar[TaskRunContext | None] = ContextVar(
-    "fluvial.task_run", default=None
-)
+_flow_run_context: ContextVar[FlowRunContext | None] = ContextVar("fluvial.flow_run", default=None)
+_task_run_context: ContextVar[TaskRunContext | None] = ContextVar("fluvial.task_run", default=None)
 _tags: ContextVar[frozenset[str]] = ContextVar("fluvial.tags", default=frozenset())
 
 

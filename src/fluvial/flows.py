@@ -36,10 +36,10 @@ class Flow(Generic[P, R]):
         version: str | None = None,
         flow_run_name: str | Callable[..., str] | None = None,
         retries: int | None = None,
-        retry_delay_seconds: int | float | None = None,
+        retry_delay_seconds: float | None = None,
         task_runner: TaskRunner | type[TaskRunner] | None = None,
         description: str | None = None,
-        timeout_seconds: int | float | None = None,
+        timeout_seconds: float | None = None,
         validate_parameters: bool = True,
         persist_result: bool | None = None,
         result_storage: Any = None,
@@ -100,8 +100,9 @@ class Flow(Generic[P, R]):
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None,
-                 **kwargs: Any) -> Any:
+    def __call__(  # type: ignore[misc]  # return_state/wait_for join the wrapped signature
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> Any:
         """Run the flow and return its value (or, with ``return_state=True``, its final state).
 
         ``wait_for`` (subflows only) waits for those futures before the run starts.
@@ -224,10 +225,10 @@ def flow(
     version: str | None = None,
     flow_run_name: str | Callable[..., str] | None = None,
     retries: int | None = None,
-    retry_delay_seconds: int | float | None = None,
+    retry_delay_seconds: float | None = None,
     task_runner: TaskRunner | type[TaskRunner] | None = None,
     description: str | None = None,
-    timeout_seconds: int | float | None = None,
+    timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     persist_result: bool | None = None,
     result_storage: Any = None,
@@ -251,4 +252,3 @@ def flow(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
         return Flow(fn, **options)
 
     return decorate
-

@@ -80,7 +80,7 @@ class Future(Generic[R]):
         waiter = threading.Lock()
         waiter.acquire()
         with _handover:
-            if self._final is not None:
+            if self.done():
                 return
             if self._waiters is None:
                 self._waiters = []
@@ -136,7 +136,11 @@ class Future(Generic[R]):
         if self._final is None:
             loop = asyncio.get_running_loop()
             signal = loop.create_future()
-            self.add_done_callback(lambda _: loop.call_soon_threadsafe(_resolve, signal))
+
+            def wake(_: Future[R]) -> None:
+                loop.call_soon_threadsafe(_resolve, signal)
+
+            self.add_done_callback(wake)
             yield from signal.__await__()
         return self.result()
 
@@ -183,8 +187,9 @@ class FutureList(list[Future[R]]):
                     f"{sum(not f.done() for f in self)} of {len(self)} futures did not "
                     f"finish within {timeout} second(s)"
                 ) from None
-        return [f.result(timeout=_remaining(deadline), raise_on_failure=raise_on_failure)
-                for f in self]
+        return [
+            f.result(timeout=_remaining(deadline), raise_on_failure=raise_on_failure) for f in self
+        ]
 
 
 #: Prefect's name.
@@ -213,9 +218,7 @@ def wait(futures: Iterable[Future[R]], timeout: float | None = None) -> DoneAndN
     return DoneAndNotDoneFutures(done, unique - done)
 
 
-def as_completed(
-    futures: Iterable[Future[R]], timeout: float | None = None
-) -> Iterator[Future[R]]:
+def as_completed(futures: Iterable[Future[R]], timeout: float | None = None) -> Iterator[Future[R]]:
     """Yield futures as they finish, those already finished first.
 
     Raises:

@@ -108,7 +108,7 @@ class _RunFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(message)s", "%H:%M:%S")
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         """Put the run label in front of the message."""
         task_run = getattr(record, "task_run_name", None)
         flow_run = getattr(record, "flow_run_name", None)
@@ -140,8 +140,9 @@ def setup_logging() -> None:
         logger.setLevel(os.environ.get("FLUVIAL_LOGGING_LEVEL", "INFO").upper())
 
 
-def _patched_print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
-                   flush: bool = False) -> None:
+def _patched_print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
     """Send ``print`` output to the run logger when the current run has ``log_prints``."""
     if file is None or file is sys.stdout:
         task_ctx = _task_run_context.get()
@@ -166,4 +167,3 @@ def enable_print_capture() -> None:
     """
     if builtins.print is not _patched_print:
         builtins.print = _patched_print
-

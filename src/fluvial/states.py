@@ -23,8 +23,8 @@ __all__ = (
     "NotReady",
     "Paused",
     "Pending",
-    "RolledBack",
     "Retrying",
+    "RolledBack",
     "Running",
     "Scheduled",
     "State",
@@ -134,8 +134,9 @@ class StateDetails:
     @property
     def flow_run_id(self) -> uuid.UUID | None:
         """The id of the flow run this state belongs to."""
-        value = self._flow_run_id
-        return value.get() if hasattr(value, "get") else value
+        value: Any = self._flow_run_id
+        found: uuid.UUID | None = value.get() if hasattr(value, "get") else value
+        return found
 
     @flow_run_id.setter
     def flow_run_id(self, value: uuid.UUID | None) -> None:
@@ -144,8 +145,9 @@ class StateDetails:
     @property
     def task_run_id(self) -> uuid.UUID | None:
         """The id of the task run this state belongs to."""
-        value = self._task_run_id
-        return value.get() if hasattr(value, "get") else value
+        value: Any = self._task_run_id
+        found: uuid.UUID | None = value.get() if hasattr(value, "get") else value
+        return found
 
     @task_run_id.setter
     def task_run_id(self, value: uuid.UUID | None) -> None:
@@ -170,7 +172,7 @@ class State(Generic[R]):
 
     def __init__(
         self,
-        type: StateType,  # noqa: A002 - Prefect's field name
+        type: StateType,
         name: str | None = None,
         message: str | None = None,
         data: Any = None,
@@ -285,13 +287,15 @@ class State(Generic[R]):
             return loader()
         return data
 
-    async def aresult(self, raise_on_failure: bool = True, retry_result_failure: bool = True) -> Any:
+    async def aresult(
+        self, raise_on_failure: bool = True, retry_result_failure: bool = True
+    ) -> Any:
         """Async twin of :meth:`result`."""
         return self.result(raise_on_failure, retry_result_failure)
 
     def copy(self, **changes: Any) -> State[R]:
         """Return a copy with some fields replaced and a fresh timestamp."""
-        new = State(
+        new: State[R] = State(
             changes.pop("type", self.type),
             name=changes.pop("name", self.name),
             message=changes.pop("message", self.message),
@@ -346,7 +350,7 @@ def _make(
     return cls(type_, **kwargs)
 
 
-def Scheduled(  # noqa: N802 - Prefect's constructor names
+def Scheduled(
     cls: type[State[Any]] = State,
     scheduled_time: datetime | None = None,
     **kwargs: Any,
@@ -357,42 +361,42 @@ def Scheduled(  # noqa: N802 - Prefect's constructor names
     return _make(StateType.SCHEDULED, None, cls, kwargs)
 
 
-def Completed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Completed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a COMPLETED state."""
     return _make(StateType.COMPLETED, None, cls, kwargs)
 
 
-def Running(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Running(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a RUNNING state."""
     return _make(StateType.RUNNING, None, cls, kwargs)
 
 
-def Failed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Failed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a FAILED state."""
     return _make(StateType.FAILED, None, cls, kwargs)
 
 
-def Crashed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Crashed(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a CRASHED state."""
     return _make(StateType.CRASHED, None, cls, kwargs)
 
 
-def Cancelling(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Cancelling(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a CANCELLING state."""
     return _make(StateType.CANCELLING, None, cls, kwargs)
 
 
-def Cancelled(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Cancelled(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a CANCELLED state."""
     return _make(StateType.CANCELLED, None, cls, kwargs)
 
 
-def Pending(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Pending(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a PENDING state."""
     return _make(StateType.PENDING, None, cls, kwargs)
 
 
-def Paused(  # noqa: N802
+def Paused(
     cls: type[State[Any]] = State,
     timeout_seconds: int | None = None,
     pause_expiration_time: datetime | None = None,
@@ -408,13 +412,13 @@ def Paused(  # noqa: N802
     return _make(StateType.PAUSED, None, cls, kwargs)
 
 
-def Suspended(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Suspended(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a PAUSED state named ``Suspended``."""
     kwargs.setdefault("name", "Suspended")
     return Paused(cls, reschedule=True, **kwargs)
 
 
-def AwaitingRetry(  # noqa: N802
+def AwaitingRetry(
     cls: type[State[Any]] = State, scheduled_time: datetime | None = None, **kwargs: Any
 ) -> State[Any]:
     """Return a SCHEDULED state named ``AwaitingRetry``."""
@@ -422,7 +426,7 @@ def AwaitingRetry(  # noqa: N802
     return Scheduled(cls, scheduled_time, **kwargs)
 
 
-def Late(  # noqa: N802
+def Late(
     cls: type[State[Any]] = State, scheduled_time: datetime | None = None, **kwargs: Any
 ) -> State[Any]:
     """Return a SCHEDULED state named ``Late``."""
@@ -430,27 +434,27 @@ def Late(  # noqa: N802
     return Scheduled(cls, scheduled_time, **kwargs)
 
 
-def Retrying(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Retrying(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a RUNNING state named ``Retrying``."""
     return _make(StateType.RUNNING, "Retrying", cls, kwargs)
 
 
-def Cached(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def Cached(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a COMPLETED state named ``Cached``: the value came from the cache."""
     return _make(StateType.COMPLETED, "Cached", cls, kwargs)
 
 
-def NotReady(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def NotReady(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a PENDING state named ``NotReady``: an upstream run did not complete."""
     return _make(StateType.PENDING, "NotReady", cls, kwargs)
 
 
-def TimedOut(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def TimedOut(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a FAILED state named ``TimedOut``."""
     return _make(StateType.FAILED, "TimedOut", cls, kwargs)
 
 
-def RolledBack(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:  # noqa: N802
+def RolledBack(cls: type[State[Any]] = State, **kwargs: Any) -> State[Any]:
     """Return a COMPLETED state named ``RolledBack``."""
     return _make(StateType.COMPLETED, "RolledBack", cls, kwargs)
 

@@ -38,7 +38,7 @@ class _NotSet:
 
     _instance: _NotSet | None = None
 
-    def __new__(cls) -> _NotSet:
+    def __new__(cls) -> _NotSet:  # noqa: PYI034 - a singleton, not a subclass-friendly new
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -161,7 +161,9 @@ class Task(Generic[P, R]):
         if retries is None:
             return 0
         if not isinstance(retries, int) or retries < 0:
-            raise DefinitionError(f"retries must be a whole number of zero or more, got {retries!r}")
+            raise DefinitionError(
+                f"retries must be a whole number of zero or more, got {retries!r}"
+            )
         return retries
 
     # -- calling -----------------------------------------------------------------------------
@@ -174,8 +176,9 @@ class Task(Generic[P, R]):
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def __call__(self, *args: Any, return_state: bool = False, wait_for: Any = None,
-                 **kwargs: Any) -> Any:
+    def __call__(  # type: ignore[misc]  # return_state/wait_for join the wrapped signature
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> Any:
         """Run the task now, in this thread or on this event loop, and return its value.
 
         With ``return_state=True`` the final :class:`State` is returned instead. An async task
@@ -187,8 +190,9 @@ class Task(Generic[P, R]):
             return run_task_async(self, parameters, wait_for, return_type)
         return run_task_sync(self, parameters, wait_for, return_type)
 
-    def submit(self, *args: Any, return_state: bool = False, wait_for: Any = None,
-               **kwargs: Any) -> Future[R] | State[R]:
+    def submit(
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> Future[R] | State[R]:
         """Hand the task to the current flow's task runner; return a future at once.
 
         Arguments may be futures of other tasks: the task starts only when they are done.
@@ -205,8 +209,9 @@ class Task(Generic[P, R]):
             return future.state
         return future
 
-    def map(self, *args: Any, return_state: bool = False, wait_for: Any = None,
-            **kwargs: Any) -> FutureList[R] | list[State[R]]:
+    def map(
+        self, *args: Any, return_state: bool = False, wait_for: Any = None, **kwargs: Any
+    ) -> FutureList[R] | list[State[R]]:
         """Submit one run per item of the iterable arguments; return their futures in order.
 
         Wrap an iterable that every run should receive whole in ``unmapped(...)``.
@@ -270,7 +275,7 @@ class Task(Generic[P, R]):
         if instance is None:
             return self
         bound = self.with_options()
-        bound.fn = self.fn.__get__(instance, owner)  # type: ignore[attr-defined]
+        bound.fn = self.fn.__get__(instance, owner)
         bound._signature = CallSignature(bound.fn, f"task {self.name!r}")
         return bound
 
@@ -338,4 +343,3 @@ def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
         return Task(fn, **options)
 
     return decorate
-

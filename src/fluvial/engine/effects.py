@@ -22,8 +22,8 @@ __all__ = (
 
 import inspect
 import time
-from types import CoroutineType
 from collections.abc import Callable, Generator, Sequence
+from types import CoroutineType
 from typing import Any, TypeVar
 
 from .._blocking import blocking_region
@@ -72,9 +72,7 @@ class CallFunction(Effect):
         """Call the function here; with a timeout it runs on a helper thread (see _timeouts)."""
         if self.timeout is None:
             return self.fn(*self.args, **self.kwargs)
-        return call_with_timeout(
-            self.fn, self.args, self.kwargs, self.timeout, self.timeout_error
-        )
+        return call_with_timeout(self.fn, self.args, self.kwargs, self.timeout, self.timeout_error)
 
     async def run_async(self) -> Any:
         """Call the function and await what it returns, cancelling it at the timeout."""
@@ -195,9 +193,9 @@ async def drive_async(steps: Steps[T]) -> T:
         effect = next(steps)
         while True:
             try:
-                if effect.__class__ is CallFunction and effect.timeout is None:  # type: ignore[attr-defined]
+                if effect.__class__ is CallFunction and effect.timeout is None:
                     # The common case, inlined: one coroutine fewer per task run.
-                    outcome = effect.fn(*effect.args, **effect.kwargs)  # type: ignore[attr-defined]
+                    outcome = effect.fn(*effect.args, **effect.kwargs)
                     if outcome.__class__ is CoroutineType or inspect.isawaitable(outcome):
                         outcome = await outcome
                 else:

@@ -26,6 +26,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -188,7 +189,7 @@ def _attempt_loop(
             )
             returned = upstream_futures({"value": value}, None)
             if returned:
-                value = yield WaitFor(returned, lambda v=value: resolve_futures_to_states(v))
+                value = yield WaitFor(returned, _resolver(value))
         except FlowRunTimeoutError as exc:
             failed = TimedOut(
                 data=exc,
@@ -208,6 +209,10 @@ def _attempt_loop(
             continue
         note_failure(failed, f"flow run {run.name!r}", run.run_count, flow.retries + 1)
         return failed
+
+
+def _resolver(value: Any) -> Callable[[], Any]:
+    return lambda: resolve_futures_to_states(value)
 
 
 def _retry_wait(
@@ -251,7 +256,9 @@ def _conclude(
     else:
         data = state.data
         logger.error(
-            "Finished in state %s", state, exc_info=data if isinstance(data, BaseException) else None
+            "Finished in state %s",
+            state,
+            exc_info=data if isinstance(data, BaseException) else None,
         )
         hooks = flow.on_failure_hooks if state.type is StateType.FAILED else []
     if state.type is StateType.CANCELLED:
@@ -268,10 +275,7 @@ def _crashed(
     run.end_time = time.time()
     run.set_state(state)
     logger.error("Finished in state %s", state)
-    if is_cancellation(exc):
-        hooks = flow.on_cancellation_hooks
-    else:
-        hooks = flow.on_crashed_hooks
+    hooks = flow.on_cancellation_hooks if is_cancellation(exc) else flow.on_crashed_hooks
     if hooks:
         yield from call_hooks(hooks, flow, run, state, lambda: logger)
 
@@ -297,4 +301,3 @@ def _capture_sigterm() -> Any:
 def _restore_sigterm(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
-

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ("call_hooks", "crash_state", "is_cancellation", "note_failure", "should_retry",
-           "wait_before_retry")
+__all__ = (
+    "call_hooks",
+    "crash_state",
+    "is_cancellation",
+    "note_failure",
+    "should_retry",
+    "wait_before_retry",
+)
 
 import asyncio
 import logging
@@ -52,7 +58,8 @@ def should_retry(
         verdict = yield CallHook(condition, args)
     except Exception:
         logger().error(
-            "retry_condition_fn %r raised; not retrying", getattr(condition, "__name__", condition),
+            "retry_condition_fn %r raised; not retrying",
+            getattr(condition, "__name__", condition),
             exc_info=True,
         )
         return False

@@ -46,7 +46,9 @@ def needs_resolution(parameters: dict[str, Any], wait_for: Iterable[Any] | None)
     return False
 
 
-def upstream_futures(parameters: dict[str, Any], wait_for: Iterable[Any] | None) -> list[Future[Any]]:
+def upstream_futures(
+    parameters: dict[str, Any], wait_for: Iterable[Any] | None
+) -> list[Future[Any]]:
     """Return every future the arguments and *wait_for* depend on (quoted values excluded)."""
     found: list[Future[Any]] = []
     for value in parameters.values():

@@ -24,9 +24,9 @@ from __future__ import annotations
 __all__ = ("new_task_run", "run_task_async", "run_task_sync", "task_steps")
 
 import logging
-from time import time as _now
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from time import time as _now
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._hashing import UnhashableInputError, stable_hash
@@ -142,7 +142,7 @@ def task_steps(
     token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
     try:
         memo = flow_ctx._memo if flow_ctx is not None else None
-        if memo is None:
+        if memo is None or flow_ctx is None:
             state = yield from _attempt_loop(task, run, parameters, flow_ctx)
         else:
             state = yield from _replay_or_run(task, run, parameters, flow_ctx, memo)
@@ -212,15 +212,14 @@ def _attempt_loop(
                 return state
             failed = state
         if run.run_count <= task.retries:
-            retry = yield from should_retry(task.retry_condition_fn, (task, run, failed),
-                                            lambda: _logger(run, flow_ctx))
+            retry = yield from should_retry(
+                task.retry_condition_fn, (task, run, failed), lambda: _logger(run, flow_ctx)
+            )
             if retry:
                 yield from _retry_wait(task, run, failed, flow_ctx)
                 continue
         note_failure(failed, f"task run {run.name!r}", run.run_count, task.retries + 1)
-        _logger(run, flow_ctx).error(
-            "Finished in state %s", failed, exc_info=_exc_info(failed)
-        )
+        _logger(run, flow_ctx).error("Finished in state %s", failed, exc_info=_exc_info(failed))
         failed.state_details = _details(run)
         return failed
 
@@ -245,8 +244,9 @@ def _retry_wait(
 
 
 def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
-    if isinstance(value, State) or (type(value) in (list, tuple, set) and value
-                                    and isinstance(next(iter(value)), State)):
+    if isinstance(value, State) or (
+        type(value) in (list, tuple, set) and value and isinstance(next(iter(value)), State)
+    ):
         state = return_value_to_state(value)
     else:
         state = State(StateType.COMPLETED, data=value)

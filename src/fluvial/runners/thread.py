@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any, Self
 
+from .._blocking import set_current_pool
 from ..engine.lifecycle import crash_state
 from ..engine.resolve import needs_resolution, unfinished_upstream
 from ..engine.task_engine import new_task_run, run_task_async, run_task_sync
 from ..futures import Future
 from ..states import Cancelled, State, StateDetails
-from .._blocking import set_current_pool
 from .base import TaskRunner
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ __all__ = (
     "id",
     "name",
     "parameters",
-    "parent_flow_run_id",
     "parent_deployment_id",
+    "parent_flow_run_id",
     "root_flow_run_id",
     "run_count",
     "scheduled_start_time",
@@ -55,4 +55,3 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         return _attribute(name)
     raise AttributeError(f"fluvial.runtime.flow_run has no attribute {name!r}")
-
