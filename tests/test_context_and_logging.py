@@ -181,7 +181,7 @@ def test_log_prints_routes_print_to_the_run_logger(
 
 
 def test_console_handler_formats_run_labels(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fluvial.logging import _RunFormatter
+    from fluvial.logging.loggers import _RunFormatter
 
     record = logging.LogRecord("fluvial.task_runs", logging.INFO, __file__, 1, "hi", (), None)
     record.task_run_name = "work-1a2"
@@ -192,7 +192,7 @@ def test_console_handler_formats_run_labels(monkeypatch: pytest.MonkeyPatch) -> 
 def test_setup_logging_adds_one_handler_only_when_unconfigured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import fluvial.logging as flog
+    import fluvial.logging.loggers as flog
 
     fluvial_logger = logging.getLogger("fluvial")
     root = logging.getLogger()

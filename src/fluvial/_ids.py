@@ -12,7 +12,10 @@ __all__ = ("new_id",)
 import os
 import random
 import time
-import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uuid
 
 _random = random.Random(os.urandom(16))
 
@@ -31,6 +34,8 @@ _RANDOM_MASK = (1 << 74) - 1
 
 def new_id() -> uuid.UUID:
     """Return a new time-ordered UUID (version 7 layout: 48-bit ms timestamp, then random)."""
+    import uuid  # cached after the first call; keeps `import fluvial` from importing platform
+
     millis = time.time_ns() // 1_000_000
     rand = _random.getrandbits(74)
     value = (millis << 80) | _VERSION_7 | ((rand >> 62) << 64) | _VARIANT | (rand & ((1 << 62) - 1))

@@ -9,11 +9,13 @@ from __future__ import annotations
 __all__ = ("FlowRun", "IdCell", "TaskRun")
 
 import time
-import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from ._ids import new_id
+
+if TYPE_CHECKING:
+    import uuid
 from .states import State, StateType
 
 
@@ -35,12 +37,13 @@ class IdCell:
 class _Run:
     __slots__ = (
         "_cell",
+        "_created",
+        "_end",
         "_name",
-        "end_time",
+        "_start",
         "parameters",
         "return_value",
         "run_count",
-        "start_time",
         "state",
         "state_history",
         "tags",
@@ -54,8 +57,10 @@ class _Run:
         self.run_count = 0
         self.state: State[Any] | None = None
         self.state_history: list[State[Any]] = []
-        self.start_time: float | None = None
-        self.end_time: float | None = None
+        # Seconds since the epoch; the datetime properties below are what users read.
+        self._created = time.time()
+        self._start: float | None = None
+        self._end: float | None = None
         # Holds the value for the direct caller when the state does not keep it.
         self.return_value: Any = None
 
@@ -86,8 +91,8 @@ class _Run:
         """Record *state* as the current one and append it to the history."""
         self.state = state
         self.state_history.append(state)
-        if self.start_time is None and state.type is StateType.RUNNING:
-            self.start_time = time.time()
+        if self._start is None and state.type is StateType.RUNNING:
+            self._start = time.time()
 
     @property
     def state_type(self) -> Any:
@@ -99,17 +104,42 @@ class _Run:
         """The current state's name, or None before the first state."""
         return None if self.state is None else self.state.name
 
-    @property
-    def total_run_time(self) -> float:
-        """Seconds from the first RUNNING state to the final one (0 when not started)."""
-        if self.start_time is None:
-            return 0.0
-        return (self.end_time or time.time()) - self.start_time
+    def finish(self, state: State[Any]) -> None:
+        """Record the final *state* and the end time."""
+        self._end = time.time()
+        self.set_state(state)
 
     @property
-    def start_datetime(self) -> datetime | None:
+    def total_run_time(self) -> timedelta:
+        """Time from the first RUNNING state to the final one (zero when never started)."""
+        if self._start is None:
+            return timedelta(0)
+        return timedelta(seconds=(self._end or time.time()) - self._start)
+
+    @property
+    def expected_start_time(self) -> datetime:
+        """When the run was created (runs start as soon as they are created), in UTC."""
+        return datetime.fromtimestamp(self._created, UTC)
+
+    @property
+    def start_time(self) -> datetime | None:
         """When the run first started running, in UTC."""
-        return None if self.start_time is None else datetime.fromtimestamp(self.start_time, UTC)
+        return None if self._start is None else datetime.fromtimestamp(self._start, UTC)
+
+    @property
+    def end_time(self) -> datetime | None:
+        """When the run reached its final state, in UTC."""
+        return None if self._end is None else datetime.fromtimestamp(self._end, UTC)
+
+    @property
+    def estimated_run_time(self) -> timedelta:
+        """Prefect's name for the run time so far."""
+        return self.total_run_time
+
+    @property
+    def deployment_id(self) -> None:
+        """Always None: fluvial runs have no deployment."""
+        return None
 
 
 class TaskRun(_Run):

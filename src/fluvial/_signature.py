@@ -9,7 +9,7 @@ fast path; anything else (``*args``, ``**kwargs``, positional-only, keyword-only
 
 from __future__ import annotations
 
-__all__ = ("CallSignature",)
+__all__ = ("CallSignature", "MethodBinding", "unwrap_method")
 
 import inspect
 from collections.abc import Callable, Sequence
@@ -108,3 +108,43 @@ class CallSignature:
             if param.kind is _VAR_KEYWORD:
                 return param.name
         return None
+
+
+def unwrap_method(fn: Any) -> tuple[Callable[..., Any], str | None]:
+    """Return the function inside a ``classmethod``/``staticmethod``, and which it was."""
+    if isinstance(fn, classmethod):
+        return fn.__func__, "class"
+    if isinstance(fn, staticmethod):
+        return fn.__func__, "static"
+    return fn, None
+
+
+class MethodBinding:
+    """Binds a decorated function used as a method, the way functions bind in classes.
+
+    The signature of the bound form is computed once and shared by every bound copy.
+    """
+
+    __slots__ = ("kind", "label", "signature")
+
+    def __init__(self, kind: str | None, label: str) -> None:
+        self.kind = kind
+        self.label = label
+        self.signature: CallSignature | None = None
+
+    def target(self, instance: Any, owner: Any) -> Any:
+        """Return what the function should be bound to, or None to stay unbound."""
+        if self.kind == "static":
+            return None
+        if self.kind == "class":
+            return owner if owner is not None else type(instance)
+        return instance
+
+    def bind(self, fn: Callable[..., Any], target: Any) -> tuple[Any, CallSignature]:
+        """Return *fn* bound to *target*, and the bound signature."""
+        import types
+
+        bound = types.MethodType(fn, target)
+        if self.signature is None:
+            self.signature = CallSignature(bound, self.label)
+        return bound, self.signature

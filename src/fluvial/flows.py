@@ -9,12 +9,12 @@ from __future__ import annotations
 
 __all__ = ("Flow", "flow")
 
-import hashlib
+import copy
 import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._signature import CallSignature
+from ._signature import CallSignature, MethodBinding, unwrap_method
 from .engine.retries import normalize_retry_delays
 from .exceptions import DefinitionError
 from .tasks import NotSet, StateHook, _check_reserved, _hooks
@@ -52,11 +52,14 @@ class Flow(Generic[P, R]):
         on_crashed: list[StateHook] | None = None,
         on_running: list[StateHook] | None = None,
     ) -> None:
+        fn, method_kind = unwrap_method(fn)
         if not callable(fn):
             raise DefinitionError(f"@flow needs a function, got {fn!r}")
         _check_reserved(fn, "flow")
         self._options = {
-            key: value for key, value in locals().items() if key not in ("self", "fn", "__class__")
+            key: value
+            for key, value in locals().items()
+            if key not in ("self", "fn", "__class__", "method_kind")
         }
         self.fn = fn
         self.name = name or _default_name(fn)
@@ -81,7 +84,9 @@ class Flow(Generic[P, R]):
         self.on_running_hooks = _hooks(on_running, "on_running")
         self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         self._signature = CallSignature(fn, f"flow {self.name!r}")
-        self._validator: Any = None
+        self._method = MethodBinding(method_kind, f"flow {self.name!r}")
+        # Built on first use and shared with bound copies (see __get__).
+        self._lazy: dict[str, Any] = {}
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -127,11 +132,12 @@ class Flow(Generic[P, R]):
         """
         if not self.should_validate_parameters or not parameters:
             return parameters
-        if self._validator is None:
+        validator = self._lazy.get("validator")
+        if validator is None:
             from ._validation import ParameterValidator
 
-            self._validator = ParameterValidator(self.fn, self.name)
-        result: dict[str, Any] = self._validator.validate(parameters)
+            validator = self._lazy["validator"] = ParameterValidator(self.fn, self.name)
+        result: dict[str, Any] = validator.validate(parameters)
         return result
 
     def with_options(self, **options: Any) -> Flow[P, R]:
@@ -170,6 +176,18 @@ class Flow(Generic[P, R]):
         self.on_running_hooks.append(fn)
         return fn
 
+    def __get__(self, instance: Any, owner: Any = None) -> Flow[P, R]:
+        # A flow defined on a class binds like a method (or classmethod/staticmethod).
+        if instance is None and self._method.kind != "class":
+            return self
+        target = self._method.target(instance, owner)
+        if target is None:
+            return self
+        bound = copy.copy(self)
+        bound.fn, bound._signature = self._method.bind(self.fn, target)
+        bound._lazy = self._lazy.setdefault(f"bound:{id(target)}", {})
+        return bound
+
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 
@@ -203,6 +221,8 @@ def _runner_instance(runner: Any) -> TaskRunner:
 
 
 def _file_hash(fn: Callable[..., Any]) -> str | None:
+    import hashlib
+
     try:
         path = inspect.getsourcefile(fn)
         if path is None:

@@ -21,12 +21,10 @@ __all__ = (
     "wait",
 )
 
-import asyncio
 import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -34,6 +32,8 @@ from ._blocking import blocking_region
 from .states import State
 
 if TYPE_CHECKING:
+    import uuid
+
     from ._runs import TaskRun
 
 R = TypeVar("R")
@@ -134,6 +134,8 @@ class Future(Generic[R]):
     def __await__(self) -> Generator[Any, None, R]:
         """Wait for the run without blocking the event loop, then return its value."""
         if self._final is None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
             signal = loop.create_future()
 
@@ -148,7 +150,7 @@ class Future(Generic[R]):
         return f"Future(task_run={self.task_run.name!r}, state={self.state!r})"
 
 
-def _resolve(signal: asyncio.Future[None]) -> None:
+def _resolve(signal: Any) -> None:
     if not signal.done():
         signal.set_result(None)
 
@@ -251,6 +253,8 @@ def _visit(expr: Any, leaf: Callable[[Any], Any]) -> Any:
     if isinstance(expr, Future | State):
         return leaf(expr)
     kind = type(expr)
+    if kind is FutureList:
+        return [_visit(item, leaf) for item in expr]
     if kind is list or kind is tuple or kind is set or kind is frozenset:
         items = [_visit(item, leaf) for item in expr]
         if all(a is b for a, b in zip(items, expr, strict=True)):

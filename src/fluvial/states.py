@@ -44,11 +44,11 @@ __all__ = (
 
 import enum
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from types import GeneratorType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .exceptions import (
     CancelledRun,
@@ -58,6 +58,9 @@ from .exceptions import (
     PausedRun,
     UnfinishedRun,
 )
+
+if TYPE_CHECKING:
+    import uuid
 
 R = TypeVar("R")
 
@@ -193,7 +196,9 @@ class State(Generic[R]):
     def id(self) -> uuid.UUID:
         """A unique id for this state, made on first use."""
         if self._id is None:
-            self._id = uuid.uuid4()
+            from ._ids import new_id
+
+            self._id = new_id()
         return self._id
 
     @property
@@ -493,8 +498,12 @@ class StateGroup:
         return self.final_count == self.total_count
 
     def counts_message(self) -> str:
-        """Describe the counts, e.g. ``'COMPLETED': 2, 'FAILED': 1``."""
-        return ", ".join(f"{t.value!r}: {n}" for t, n in self.type_counts.items())
+        """Describe the counts, e.g. ``total=3, not_final=1, 'COMPLETED'=2``."""
+        parts = [f"total={self.total_count}"]
+        if self.not_final_count:
+            parts.append(f"not_final={self.not_final_count}")
+        parts += [f"{kind.value!r}={n}" for kind, n in self.type_counts.items() if n]
+        return ", ".join(parts)
 
 
 def is_state(value: Any) -> bool:
@@ -504,7 +513,7 @@ def is_state(value: Any) -> bool:
 
 def is_state_iterable(value: Any) -> bool:
     """Return whether *value* is a non-empty list, tuple or set made only of states."""
-    if isinstance(value, list | tuple | set | frozenset) and value:
+    if isinstance(value, list | tuple | set) and value and not hasattr(value, "unwrap"):
         return all(isinstance(item, State) for item in value)
     return False
 
@@ -520,12 +529,21 @@ def get_state_exception(state: State[Any]) -> BaseException:
         for inner in data:
             if inner.type in _FAILURE_TYPES:
                 return get_state_exception(inner)
-    message = state.message or f"Run ended in state {state.name}"
+    wrapper: type[Exception]
     if state.type is StateType.CRASHED:
-        return CrashedRun(message)
-    if state.type is StateType.CANCELLED:
-        return CancelledRun(message)
-    return FailedRun(message)
+        wrapper, default = CrashedRun, "Run crashed."
+    elif state.type is StateType.CANCELLED:
+        wrapper, default = CancelledRun, "Run cancelled."
+    else:
+        wrapper, default = FailedRun, "Run failed."
+    if data is None or data is DROPPED:
+        return wrapper(state.message or default)
+    if isinstance(data, str):
+        return wrapper(data)
+    return TypeError(
+        f"the {state.name} state holds {type(data).__name__} data, which cannot be resolved "
+        "into an exception; a failed state's data should be the exception that ended the run"
+    )
 
 
 def raise_state_exception(state: State[Any]) -> None:
@@ -571,6 +589,8 @@ def return_value_to_state(value: Any) -> State[Any]:
     elif is_state_iterable(value):
         states = StateGroup(value)
     else:
+        if isinstance(value, GeneratorType):
+            value = list(value)
         return State(StateType.COMPLETED, data=value)
     return State(_aggregate_type(states), message=_aggregate_message(states), data=value)
 

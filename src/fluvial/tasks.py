@@ -10,16 +10,21 @@ from __future__ import annotations
 
 __all__ = ("NotSet", "Task", "exponential_backoff", "task")
 
-import hashlib
+import copy
 import inspect
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._signature import CallSignature
+from ._signature import CallSignature, MethodBinding, unwrap_method
 from .context import _flow_run_context
 from .engine.retries import RetryDelay, exponential_backoff, normalize_retry_delays
-from .engine.task_engine import run_task_async, run_task_sync
+from .engine.task_engine import (
+    run_generator_task_async,
+    run_generator_task_sync,
+    run_task_async,
+    run_task_sync,
+)
 from .exceptions import DefinitionError, ReservedArgumentError
 
 if TYPE_CHECKING:
@@ -72,6 +77,8 @@ def _hooks(value: Iterable[StateHook] | None, name: str) -> list[StateHook]:
 
 
 def _task_key(fn: Callable[..., Any]) -> str:
+    import hashlib
+
     code = getattr(fn, "__code__", None)
     digest = hashlib.blake2b(
         code.co_code if code is not None else repr(fn).encode(), digest_size=4
@@ -112,11 +119,14 @@ class Task(Generic[P, R]):
         retry_condition_fn: Callable[..., Any] | None = None,
         viz_return_value: Any = None,
     ) -> None:
+        fn, method_kind = unwrap_method(fn)
         if not callable(fn):
             raise DefinitionError(f"@task needs a function, got {fn!r}")
         _check_reserved(fn, "task")
         self._options = {
-            key: value for key, value in locals().items() if key not in ("self", "fn", "__class__")
+            key: value
+            for key, value in locals().items()
+            if key not in ("self", "fn", "__class__", "method_kind")
         }
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "task")
@@ -124,6 +134,7 @@ class Task(Generic[P, R]):
         self.tags: frozenset[str] = frozenset(tags or ())
         self.version = version
         self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        self.isgenerator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         self.task_key = _task_key(fn)
         self.task_run_name = task_run_name
         self.retries = self._check_retries(retries)
@@ -153,6 +164,7 @@ class Task(Generic[P, R]):
         self.on_commit_hooks = _hooks(on_commit, "on_commit")
         self.viz_return_value = viz_return_value
         self._signature = CallSignature(fn, f"task {self.name!r}")
+        self._method = MethodBinding(method_kind, f"task {self.name!r}")
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -185,6 +197,10 @@ class Task(Generic[P, R]):
         returns a coroutine to await.
         """
         parameters = self._signature.bind(args, kwargs)
+        if self.isgenerator and not return_state:
+            if self.isasync:
+                return run_generator_task_async(self, parameters, wait_for)
+            return run_generator_task_sync(self, parameters, wait_for)
         return_type: Literal["result", "state"] = "state" if return_state else "result"
         if self.isasync:
             return run_task_async(self, parameters, wait_for, return_type)
@@ -271,12 +287,16 @@ class Task(Generic[P, R]):
         return fn
 
     def __get__(self, instance: Any, owner: Any = None) -> Task[P, R]:
-        # A task defined on a class binds like a method.
-        if instance is None:
+        # A task defined on a class binds like a method (or classmethod/staticmethod).
+        target = (
+            self._method.target(instance, owner)
+            if instance is not None or (self._method.kind == "class")
+            else None
+        )
+        if target is None:
             return self
-        bound = self.with_options()
-        bound.fn = self.fn.__get__(instance, owner)
-        bound._signature = CallSignature(bound.fn, f"task {self.name!r}")
+        bound = copy.copy(self)
+        bound.fn, bound._signature = self._method.bind(self.fn, target)
         return bound
 
     def __repr__(self) -> str:

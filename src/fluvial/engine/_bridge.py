@@ -9,14 +9,16 @@ from __future__ import annotations
 
 __all__ = ("run_coroutine_blocking",)
 
-import asyncio
 import concurrent.futures
 import contextvars
 import threading
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._blocking import blocking_region
+
+if TYPE_CHECKING:
+    import asyncio
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -24,6 +26,8 @@ _lock = threading.Lock()
 
 def _get_loop() -> asyncio.AbstractEventLoop:
     global _loop
+    import asyncio
+
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()

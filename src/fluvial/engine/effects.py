@@ -17,12 +17,14 @@ __all__ = (
     "Sleep",
     "WaitFor",
     "drive_async",
+    "drive_async_stream",
     "drive_sync",
+    "drive_sync_stream",
 )
 
 import inspect
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from types import CoroutineType
 from typing import Any, TypeVar
 
@@ -207,3 +209,52 @@ async def drive_async(steps: Steps[T]) -> T:
     except StopIteration as stop:
         result: T = stop.value
         return result
+
+
+def drive_sync_stream(steps: Steps[T]) -> Generator[Any, None, T]:
+    """Like :func:`drive_sync`, for a generator task: its items are yielded to the caller.
+
+    The function's generator is consumed here, item by item, while the run is Running; what
+    it raises goes back into the engine (so retries and failure states apply as usual).
+    """
+    try:
+        effect = next(steps)
+        while True:
+            try:
+                if effect.__class__ is CallFunction:
+                    call: CallFunction = effect
+                    outcome = yield from call.fn(*call.args, **call.kwargs)
+                else:
+                    outcome = effect.run_sync()
+            except BaseException as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(outcome)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def drive_async_stream(steps: Steps[Any]) -> AsyncGenerator[Any, None]:
+    """Like :func:`drive_async`, for an async generator task; the final state is not returned.
+
+    Async generators cannot return a value, so the caller learns of a failure only by the
+    exception this re-raises.
+    """
+    try:
+        effect = next(steps)
+        while True:
+            try:
+                if effect.__class__ is CallFunction:
+                    call: CallFunction = effect
+                    async for item in call.fn(*call.args, **call.kwargs):
+                        yield item
+                    outcome = None
+                else:
+                    outcome = await effect.run_async()
+            except BaseException as exc:
+                effect = steps.throw(exc)
+            else:
+                effect = steps.send(outcome)
+    except StopIteration as stop:
+        stop.value.result()

@@ -25,7 +25,6 @@ __all__ = ("new_flow_run", "run_flow_async", "run_flow_sync")
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,9 +40,15 @@ from ..context import (
     _set_task_context,
     _task_run_context,
 )
-from ..exceptions import FlowRunTimeoutError, ParameterTypeError, TerminationSignal
+from ..exceptions import (
+    DefinitionError,
+    FlowRunTimeoutError,
+    ParameterTypeError,
+    TerminationSignal,
+    UpstreamTaskError,
+)
 from ..futures import resolve_futures_to_states
-from ..logging import RunLoggerAdapter, flow_run_logger, setup_logging
+from ..logging.loggers import RunLoggerAdapter, flow_run_logger, setup_logging
 from ..states import (
     DROPPED,
     AwaitingRetry,
@@ -60,7 +65,7 @@ from ..states import (
 from .effects import CallFunction, Sleep, Steps, WaitFor, drive_async, drive_sync
 from .lifecycle import call_hooks, crash_state, is_cancellation, note_failure, wait_before_retry
 from .naming import render_run_name
-from .resolve import upstream_futures
+from .resolve import needs_resolution, resolve_parameters, unfinished_upstream, upstream_futures
 
 if TYPE_CHECKING:
     from ..flows import Flow
@@ -121,23 +126,35 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
     setup_logging()
     logger = flow_run_logger(run)
     try:
+        if needs_resolution(parameters, None):
+            # A subflow may be given futures of the parent's tasks: it gets their values.
+            pending = unfinished_upstream(parameters, None)
+            params = parameters
+            parameters = yield WaitFor(pending, lambda: resolve_parameters(params, None))
         parameters = flow.validate_parameters(parameters)
-    except ParameterTypeError as exc:
-        state = Failed(data=exc, message=f"Validation of flow parameters failed: {exc}")
+    except (ParameterTypeError, UpstreamTaskError) as exc:
+        state = Failed(data=exc, message=f"Flow run received unusable parameters: {exc}")
         return (yield from _conclude(flow, run, state, logger))
     run.parameters = parameters
-    if flow.flow_run_name is not None:
-        run.name = render_run_name(flow.flow_run_name, parameters)
-    logger = flow_run_logger(run)
-    logger.info("Beginning flow run %r for flow %r", run.name, flow.name)
     runner = flow.task_runner.duplicate()
     log_prints = bool(flow.log_prints)
     if log_prints:
-        from ..logging import enable_print_capture
+        from ..logging.loggers import enable_print_capture
 
         enable_print_capture()
     flow_token = _set_flow_context(FlowRunContext(flow, run, runner, parameters, log_prints))
     task_token = _set_task_context(None)
+    if flow.flow_run_name is not None:
+        # Named inside the run's context: a naming callable may read fluvial.runtime.
+        try:
+            run.name = render_run_name(flow.flow_run_name, parameters)
+        except DefinitionError as exc:
+            _reset_task_context(task_token)
+            _reset_flow_context(flow_token)
+            state = Failed(data=exc, message=str(exc))
+            return (yield from _conclude(flow, run, state, logger))
+    logger = flow_run_logger(run)
+    logger.info("Beginning flow run %r for flow %r", run.name, flow.name)
     previous_sigterm = _capture_sigterm()
     runner.__enter__()
     try:
@@ -248,8 +265,7 @@ def _conclude(
 ) -> Steps[State[Any]]:
     if state._details is None:
         state.state_details = _details(run)
-    run.end_time = time.time()
-    run.set_state(state)
+    run.finish(state)
     if state.type is StateType.COMPLETED:
         logger.info("Finished in state %s", state)
         hooks = flow.on_completion_hooks
@@ -272,8 +288,7 @@ def _crashed(
     flow: Flow[..., Any], run: FlowRun, exc: BaseException, logger: RunLoggerAdapter
 ) -> Steps[None]:
     state = crash_state(exc, _details(run))
-    run.end_time = time.time()
-    run.set_state(state)
+    run.finish(state)
     logger.error("Finished in state %s", state)
     hooks = flow.on_cancellation_hooks if is_cancellation(exc) else flow.on_crashed_hooks
     if hooks:

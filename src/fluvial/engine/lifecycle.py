@@ -11,8 +11,8 @@ __all__ = (
     "wait_before_retry",
 )
 
-import asyncio
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,7 +75,9 @@ def wait_before_retry(
 
 def is_cancellation(exc: BaseException) -> bool:
     """Return whether *exc* is an event-loop cancellation (asyncio or trio)."""
-    if isinstance(exc, asyncio.CancelledError):
+    # asyncio is only consulted if something already imported it.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
         return True
     kind = type(exc)
     return kind.__name__ == "Cancelled" and kind.__module__.startswith("trio")

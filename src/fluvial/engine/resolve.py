@@ -8,19 +8,25 @@ finds every future already done. An upstream that did not complete stops the tas
 
 from __future__ import annotations
 
-__all__ = ("needs_resolution", "resolve_parameters", "unfinished_upstream", "upstream_futures")
+__all__ = (
+    "needs_resolution",
+    "resolve_parameters",
+    "state_value",
+    "unfinished_upstream",
+    "upstream_futures",
+)
 
 from collections.abc import Iterable
 from typing import Any
 
 from ..annotations import BaseAnnotation, allow_failure, quote
 from ..exceptions import UpstreamTaskError
-from ..futures import Future
+from ..futures import Future, FutureList
 from ..states import State, StateType
 
 # Values of these types never hold futures; checking them first keeps plain calls fast.
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_SEQUENCES = (list, tuple, set, frozenset, FutureList)
 
 
 def _holds_runs(value: Any) -> bool:
@@ -31,7 +37,7 @@ def _holds_runs(value: Any) -> bool:
         return True
     if kind is dict:
         return any(_holds_runs(item) for item in value.values())
-    if kind in (list, tuple, set, frozenset):
+    if kind in _SEQUENCES:
         return any(_holds_runs(item) for item in value)
     return False
 
@@ -79,7 +85,7 @@ def _collect(value: Any, found: list[Future[Any]]) -> None:
     elif kind is dict:
         for item in value.values():
             _collect(item, found)
-    elif kind in (list, tuple, set, frozenset):
+    elif kind in _SEQUENCES:
         for item in value:
             _collect(item, found)
 
@@ -103,9 +109,9 @@ def _resolve(value: Any, allowed: bool) -> Any:
     if kind in _ATOMIC:
         return value
     if isinstance(value, Future):
-        return _state_value(value.state, allowed, value.task_run.name)
+        return state_value(value.state, allowed, value.task_run.name)
     if isinstance(value, State):
-        return _state_value(value, allowed, None)
+        return state_value(value, allowed, None)
     if isinstance(value, quote):
         return value.unwrap()
     if isinstance(value, allow_failure):
@@ -114,12 +120,15 @@ def _resolve(value: Any, allowed: bool) -> Any:
         return _resolve(value.unwrap(), allowed)
     if kind is dict:
         return {key: _resolve(item, allowed) for key, item in value.items()}
-    if kind in (list, tuple, set, frozenset):
+    if kind is FutureList:
+        return [_resolve(item, allowed) for item in value]
+    if kind in _SEQUENCES:
         return kind(_resolve(item, allowed) for item in value)
     return value
 
 
-def _state_value(state: State[Any], allowed: bool, run_name: str | None) -> Any:
+def state_value(state: State[Any], allowed: bool, run_name: str | None) -> Any:
+    """Return what a task receives for an upstream in *state* (see resolve_parameters)."""
     if state.type is StateType.COMPLETED:
         return state.result(raise_on_failure=False)
     upstream_failed = state.type in (StateType.FAILED, StateType.CRASHED) or (

@@ -21,15 +21,21 @@ Cancelled and is re-raised.
 
 from __future__ import annotations
 
-__all__ = ("new_task_run", "run_task_async", "run_task_sync", "task_steps")
+__all__ = (
+    "new_task_run",
+    "run_generator_task_async",
+    "run_generator_task_sync",
+    "run_task_async",
+    "run_task_sync",
+    "task_steps",
+)
 
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable
 from datetime import UTC, datetime, timedelta
-from time import time as _now
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._hashing import UnhashableInputError, stable_hash
 from .._runs import FlowRun, TaskRun
 from ..context import (
     FlowRunContext,
@@ -39,8 +45,8 @@ from ..context import (
     _reset_task_context,
     _set_task_context,
 )
-from ..exceptions import TaskRunTimeoutError, UpstreamTaskError
-from ..logging import RunLoggerAdapter, task_run_logger
+from ..exceptions import DefinitionError, TaskRunTimeoutError, UpstreamTaskError
+from ..logging.loggers import RunLoggerAdapter, task_run_logger
 from ..states import (
     DROPPED,
     AwaitingRetry,
@@ -54,7 +60,15 @@ from ..states import (
     TimedOut,
     return_value_to_state,
 )
-from .effects import CallFunction, Steps, WaitFor, drive_async, drive_sync
+from .effects import (
+    CallFunction,
+    Steps,
+    WaitFor,
+    drive_async,
+    drive_async_stream,
+    drive_sync,
+    drive_sync_stream,
+)
 from .lifecycle import call_hooks, crash_state, note_failure, should_retry, wait_before_retry
 from .naming import render_run_name
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
@@ -104,6 +118,23 @@ async def run_task_async(
     return _outcome(run, state, return_type)
 
 
+def run_generator_task_sync(
+    task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
+) -> Generator[Any, None, Any]:
+    """Run a generator task, yielding its items to the caller as they are produced."""
+    run = new_task_run(task, parameters)
+    state = yield from drive_sync_stream(task_steps(task, run, parameters, wait_for))
+    return _outcome(run, state, "result")
+
+
+def run_generator_task_async(
+    task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
+) -> AsyncGenerator[Any, None]:
+    """Run an async generator task, yielding its items to the caller as they are produced."""
+    run = new_task_run(task, parameters)
+    return drive_async_stream(task_steps(task, run, parameters, wait_for))
+
+
 def _outcome(run: TaskRun, state: State[Any], return_type: ReturnType) -> Any:
     if return_type == "state":
         return state
@@ -134,13 +165,17 @@ def task_steps(
         except UpstreamTaskError as exc:
             return _finish(run, NotReady(message=str(exc), state_details=_details(run)))
     run.parameters = parameters
-    if task.task_run_name is not None:
-        run.name = render_run_name(task.task_run_name, parameters)
     log_prints = task.log_prints
     if log_prints is None:
         log_prints = flow_ctx.log_prints if flow_ctx is not None else False
     token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
     try:
+        if task.task_run_name is not None:
+            # Named inside the run's context: a naming callable may read fluvial.runtime.
+            try:
+                run.name = render_run_name(task.task_run_name, parameters)
+            except DefinitionError as exc:
+                return _finish(run, Failed(data=exc, message=str(exc), state_details=_details(run)))
         memo = flow_ctx._memo if flow_ctx is not None else None
         if memo is None or flow_ctx is None:
             state = yield from _attempt_loop(task, run, parameters, flow_ctx)
@@ -244,6 +279,9 @@ def _retry_wait(
 
 
 def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
+    if type(value) is GeneratorType:
+        # As in Prefect: a returned generator is consumed and its items kept as a list.
+        value = list(value)
     if isinstance(value, State) or (
         type(value) in (list, tuple, set) and value and isinstance(next(iter(value)), State)
     ):
@@ -267,8 +305,7 @@ def _stamp(state: State[Any], run: TaskRun) -> None:
 
 
 def _finish(run: TaskRun, state: State[Any]) -> State[Any]:
-    run.end_time = _now()
-    run.set_state(state)
+    run.finish(state)
     return state
 
 
@@ -281,6 +318,8 @@ def _final_hooks(task: Task[..., Any], state: State[Any]) -> list[Any]:
 
 
 def _memo_key(task: Task[..., Any], parameters: dict[str, Any]) -> str | None:
+    from .._hashing import UnhashableInputError, stable_hash
+
     try:
         return stable_hash(task.task_key, parameters)
     except UnhashableInputError:
@@ -292,7 +331,7 @@ def _memo_key(task: Task[..., Any], parameters: dict[str, Any]) -> str | None:
 
 def _logger(run: TaskRun, flow_ctx: FlowRunContext | None) -> RunLoggerAdapter:
     flow_run: FlowRun | None = flow_ctx.flow_run if flow_ctx is not None else None
-    return task_run_logger(run, flow_run)
+    return task_run_logger(run, flow_run=flow_run)
 
 
 def _exc_info(state: State[Any]) -> BaseException | None:

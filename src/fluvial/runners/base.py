@@ -15,7 +15,8 @@ import abc
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
-from ..annotations import BaseAnnotation, unmapped
+from ..annotations import BaseAnnotation, allow_failure, unmapped
+from ..engine.resolve import state_value
 from ..exceptions import MappingLengthMismatch, MappingMissingIterable
 from ..futures import Future, FutureList
 
@@ -138,7 +139,10 @@ def _resolve_top_level(value: Any) -> Any:
     if isinstance(value, Future):
         return value.result()
     if isinstance(value, BaseAnnotation) and isinstance(value.unwrap(), Future):
-        return value.rewrap(value.unwrap().result())
+        future = value.unwrap()
+        future.wait()
+        allowed = isinstance(value, allow_failure)
+        return value.rewrap(state_value(future.state, allowed, future.task_run.name))
     return value
 
 

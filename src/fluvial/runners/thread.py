@@ -12,7 +12,6 @@ from __future__ import annotations
 
 __all__ = ("ConcurrentTaskRunner", "ThreadPoolTaskRunner")
 
-import asyncio
 import contextvars
 import os
 import threading
@@ -29,6 +28,8 @@ from ..states import Cancelled, State, StateDetails
 from .base import TaskRunner
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .._runs import TaskRun
     from ..tasks import Task
 
@@ -116,6 +117,8 @@ _thread_local = threading.local()
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop:
+    import asyncio
+
     loop: asyncio.AbstractEventLoop | None = getattr(_thread_local, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()

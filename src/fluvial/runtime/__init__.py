@@ -7,6 +7,6 @@ attribute, which is handy in tests.
 
 from __future__ import annotations
 
-__all__ = ("flow_run", "task_run")
+__all__ = ("deployment", "flow_run", "task_run")
 
-from . import flow_run, task_run
+from . import deployment, flow_run, task_run

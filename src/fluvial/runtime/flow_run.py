@@ -16,7 +16,6 @@ __all__ = (
     "tags",
 )
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ..context import _flow_run_context
@@ -38,7 +37,7 @@ def _attribute(name: str) -> Any:
     if name == "parameters":
         return dict(ctx.parameters)
     if name == "scheduled_start_time":
-        return run.start_datetime or datetime.now(UTC)
+        return run.start_time or run.expected_start_time
     if name in ("parent_flow_run_id", "root_flow_run_id"):
         value = getattr(run, name)
         return str(value) if value is not None else None

@@ -6,26 +6,37 @@ fluvial logs to the ``fluvial`` logger tree. Records made through :func:`get_run
 
 An embedded library must not take over an application's logging, so fluvial installs a console
 handler only when a run starts, only once, and only if neither the ``fluvial`` logger nor the
-root logger has a handler yet; ``FLUVIAL_LOGGING_SETUP=false`` turns even that off.
+root logger has a handler yet; ``FLUVIAL_LOGGING_SETUP=false`` turns even that off. At that
+first run the ``fluvial`` logger's level, if unset, becomes ``FLUVIAL_LOGGING_LEVEL`` (INFO).
 """
 
 from __future__ import annotations
 
-__all__ = ("get_logger", "get_run_logger", "print_as_log")
+__all__ = (
+    "disable_run_logger",
+    "flow_run_logger",
+    "get_logger",
+    "get_run_logger",
+    "print_as_log",
+    "task_run_logger",
+)
 
 import builtins
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-from .context import _flow_run_context, _task_run_context
-from .exceptions import MissingContextError
+from ..context import _flow_run_context, _task_run_context
+from ..exceptions import MissingContextError
 
 _ROOT = "fluvial"
 _original_print = builtins.print
 _setup_done = False
+_run_logger_disabled: ContextVar[bool] = ContextVar("fluvial.run_logger_disabled", default=False)
 
 
 def get_logger(name: str | None = None) -> logging.Logger:
@@ -59,17 +70,29 @@ def _task_extra(task_run: Any) -> dict[str, Any]:
     }
 
 
-def flow_run_logger(flow_run: Any) -> RunLoggerAdapter:
-    """Return a logger bound to *flow_run*."""
-    return RunLoggerAdapter(get_logger("flow_runs"), _flow_extra(flow_run))
+def flow_run_logger(flow_run: Any, flow: Any = None, **kwargs: Any) -> RunLoggerAdapter:
+    """Return a logger bound to *flow_run* (Prefect's signature; *flow* is optional)."""
+    extra = _flow_extra(flow_run)
+    if flow is not None:
+        extra["flow_name"] = flow.name
+    return RunLoggerAdapter(get_logger("flow_runs"), {**extra, **kwargs})
 
 
-def task_run_logger(task_run: Any, flow_run: Any = None) -> RunLoggerAdapter:
-    """Return a logger bound to *task_run* (and its flow run, when there is one)."""
+def task_run_logger(
+    task_run: Any, task: Any = None, flow_run: Any = None, flow: Any = None, **kwargs: Any
+) -> RunLoggerAdapter:
+    """Return a logger bound to *task_run* and, when given or current, its flow run."""
     extra = _task_extra(task_run)
+    if flow_run is None:
+        flow_ctx = _flow_run_context.get()
+        flow_run = flow_ctx.flow_run if flow_ctx is not None else None
     if flow_run is not None:
         extra.update(_flow_extra(flow_run))
-    return RunLoggerAdapter(get_logger("task_runs"), extra)
+    if flow is not None:
+        extra["flow_name"] = flow.name
+    if task is not None:
+        extra["task_name"] = task.name
+    return RunLoggerAdapter(get_logger("task_runs"), {**extra, **kwargs})
 
 
 def get_run_logger(context: Any = None, **kwargs: Any) -> RunLoggerAdapter:
@@ -89,9 +112,11 @@ def get_run_logger(context: Any = None, **kwargs: Any) -> RunLoggerAdapter:
         flow_ctx = _flow_run_context.get()
     if task_ctx is not None:
         flow_run = flow_ctx.flow_run if flow_ctx is not None else None
-        adapter = task_run_logger(task_ctx.task_run, flow_run)
+        adapter = task_run_logger(task_ctx.task_run, flow_run=flow_run)
     elif flow_ctx is not None:
         adapter = flow_run_logger(flow_ctx.flow_run)
+    elif _run_logger_disabled.get():
+        adapter = RunLoggerAdapter(_disabled_logger(), {})
     else:
         raise MissingContextError(
             "there is no active flow or task run; get_run_logger() works only inside a "
@@ -100,6 +125,26 @@ def get_run_logger(context: Any = None, **kwargs: Any) -> RunLoggerAdapter:
     if kwargs:
         adapter.extra = {**(adapter.extra or {}), **kwargs}
     return adapter
+
+
+def _disabled_logger() -> logging.Logger:
+    logger = logging.getLogger(f"{_ROOT}.disabled")
+    logger.disabled = True
+    return logger
+
+
+@contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Make ``get_run_logger()`` outside a run return a logger that drops everything.
+
+    For testing a task's or flow's function directly (``my_task.fn()``) when it logs through
+    ``get_run_logger()``.
+    """
+    token = _run_logger_disabled.set(True)
+    try:
+        yield
+    finally:
+        _run_logger_disabled.reset(token)
 
 
 class _RunFormatter(logging.Formatter):
@@ -128,16 +173,17 @@ def setup_logging() -> None:
     if _setup_done:
         return
     _setup_done = True
+    logger = logging.getLogger(_ROOT)
+    if logger.level == logging.NOTSET:
+        # Prefect's default: run loggers emit INFO and up unless told otherwise.
+        logger.setLevel(os.environ.get("FLUVIAL_LOGGING_LEVEL", "INFO").upper())
     if os.environ.get("FLUVIAL_LOGGING_SETUP", "true").lower() in ("0", "false", "no"):
         return
-    logger = logging.getLogger(_ROOT)
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_RunFormatter())
     logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(os.environ.get("FLUVIAL_LOGGING_LEVEL", "INFO").upper())
 
 
 def _patched_print(
