@@ -80,15 +80,22 @@ _engine_logger = logging.getLogger("fluvial.engine")
 ReturnType = Literal["result", "state"]
 
 
-def new_task_run(task: Task[..., Any], parameters: dict[str, Any]) -> TaskRun:
-    """Create the record of a task run in the current flow run (if any), in state Pending."""
+def new_task_run(
+    task: Task[..., Any], parameters: dict[str, Any], pending: bool = True
+) -> TaskRun:
+    """Create the record of a task run in the current flow run (if any).
+
+    A submitted run starts Pending (it waits for its inputs and a worker); a direct call
+    starts running at once, so it skips that state and its cost.
+    """
     flow_ctx = _flow_run_context.get()
     tags = _current_tags()
     if task.tags:
         tags = tags | task.tags
     flow_run_id = flow_ctx.flow_run.id if flow_ctx is not None else None
     run = TaskRun(task, parameters, tags, flow_run_id)
-    run.set_state(State(StateType.PENDING))
+    if pending:
+        run.set_state(State(StateType.PENDING))
     return run
 
 
@@ -100,7 +107,7 @@ def run_task_sync(
     task_run: TaskRun | None = None,
 ) -> Any:
     """Run a task in the calling thread and return its result (or final state)."""
-    run = task_run if task_run is not None else new_task_run(task, parameters)
+    run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
     state = drive_sync(task_steps(task, run, parameters, wait_for))
     return _outcome(run, state, return_type)
 
@@ -113,7 +120,7 @@ async def run_task_async(
     task_run: TaskRun | None = None,
 ) -> Any:
     """Run a task on the running event loop and return its result (or final state)."""
-    run = task_run if task_run is not None else new_task_run(task, parameters)
+    run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
     state = await drive_async(task_steps(task, run, parameters, wait_for))
     return _outcome(run, state, return_type)
 
@@ -122,7 +129,7 @@ def run_generator_task_sync(
     task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
 ) -> Generator[Any, None, Any]:
     """Run a generator task, yielding its items to the caller as they are produced."""
-    run = new_task_run(task, parameters)
+    run = new_task_run(task, parameters, pending=False)
     state = yield from drive_sync_stream(task_steps(task, run, parameters, wait_for))
     return _outcome(run, state, "result")
 
@@ -131,7 +138,7 @@ def run_generator_task_async(
     task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
 ) -> AsyncGenerator[Any, None]:
     """Run an async generator task, yielding its items to the caller as they are produced."""
-    run = new_task_run(task, parameters)
+    run = new_task_run(task, parameters, pending=False)
     return drive_async_stream(task_steps(task, run, parameters, wait_for))
 
 

@@ -232,8 +232,8 @@ class ThreadPoolTaskRunner(TaskRunner):
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
         job = _Job(self, task, run, parameters, wait_for, future)
-        with self._lock:
-            self._pending[future] = job
+        # Plain dict operations are atomic under the GIL: no lock on this hot path.
+        self._pending[future] = job
         upstream = (
             unfinished_upstream(parameters, wait_for)
             if needs_resolution(parameters, wait_for)
@@ -258,14 +258,12 @@ class ThreadPoolTaskRunner(TaskRunner):
         pool.submit(job)
 
     def _finished(self, future: Future[Any], state: State[Any]) -> None:
-        with self._lock:
-            self._pending.pop(future, None)
+        self._pending.pop(future, None)
         future.set_state(state)
 
     def pending_futures(self) -> list[Future[Any]]:
         """Return the futures of runs that have not finished."""
-        with self._lock:
-            return list(self._pending)
+        return list(self._pending)
 
     def __exit__(self, exc_type: object = None, *rest: object) -> None:
         """Stop the pool; after a crash, cancel runs that have not started."""
@@ -274,8 +272,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         if exc_type is not None:
             if pool is not None:
                 pool.drain()
-            with self._lock:
-                jobs = list(self._pending.values())
+            jobs = list(self._pending.values())
             for job in jobs:
                 job.cancel()
         if pool is not None:
