@@ -306,7 +306,7 @@ def run_all(config: Config, progress: Callable[[str], object] | None = None) -> 
         # Report a failure and go on: one broken row must not hide the rest of the table.
         try:
             result.samples, result.baseline = bench(config)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
         results.append(result)
     return results
