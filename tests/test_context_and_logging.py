@@ -222,3 +222,28 @@ async def test_context_in_async_tasks_gathered_concurrently() -> None:
         return list(await asyncio.gather(*(who(i) for i in range(5))))
 
     assert all(i == seen for i, seen in await my_flow())
+
+
+def test_runtime_environment_overrides_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUVIAL__RUNTIME__FLOW_RUN__RUN_COUNT", "3")
+    monkeypatch.setenv("FLUVIAL__RUNTIME__FLOW_RUN__PARAMETERS", '{"x": 1}')
+    monkeypatch.setenv("FLUVIAL__RUNTIME__TASK_RUN__TAGS", "a, b")
+    monkeypatch.setenv("FLUVIAL__RUNTIME__DEPLOYMENT__NAME", "nightly")
+    assert fluvial.runtime.flow_run.run_count == 3
+    assert fluvial.runtime.flow_run.parameters == {"x": 1}
+    assert fluvial.runtime.task_run.tags == ["a", "b"]
+    assert fluvial.runtime.deployment.name == "nightly"
+    monkeypatch.setenv("FLUVIAL__RUNTIME__FLOW_RUN__RUN_COUNT", "three")
+    with pytest.raises(ValueError, match="RUN_COUNT"):
+        _ = fluvial.runtime.flow_run.run_count
+
+
+def test_log_prints_on_a_task_called_outside_any_flow(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fluvial")
+
+    @task(log_prints=True)
+    def chatty() -> None:
+        print("said by a lone task")
+
+    chatty()
+    assert "said by a lone task" in caplog.messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from typing import Any
 
 import pydantic
@@ -374,3 +375,84 @@ async def test_async_flow_with_sync_and_async_tasks() -> None:
     assert await my_flow(3) == [6, 0, 2, 4, 10]
     state = await my_flow(1, return_state=True)
     assert state.is_completed()
+
+
+def test_equal_calls_within_one_attempt_both_run_when_the_flow_has_retries() -> None:
+    calls: list[int] = []
+
+    @task
+    def counted(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @flow(retries=1)
+    def twice() -> None:
+        counted(1)
+        counted(1)
+
+    twice()
+    assert calls == [1, 1]
+
+
+def test_flow_timeout_does_not_wait_for_running_tasks() -> None:
+    import threading
+
+    release = threading.Event()
+
+    @task
+    def blocked() -> None:
+        release.wait(30)
+
+    @flow(timeout_seconds=0.2)
+    def times_out() -> None:
+        blocked.submit()
+        release.wait(30)
+
+    try:
+        started = time.monotonic()
+        state = times_out(return_state=True)
+        assert state.name == "TimedOut"
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()
+
+
+def test_flow_returning_the_state_of_an_unfinished_run_fails() -> None:
+    import threading
+
+    started = threading.Event()
+
+    @task
+    def held() -> None:
+        started.set()
+        time.sleep(0.3)  # still running when the flow returns its state
+
+    @flow
+    def returns_live_state() -> State[Any]:
+        future = held.submit()
+        started.wait(10)
+        return future.state
+
+    state = returns_live_state(return_state=True)
+    assert state.is_failed()
+    assert state.message == "1/1 states are not final."
+
+
+@pytest.mark.anyio
+async def test_async_subflows() -> None:
+    @flow
+    async def child(x: int) -> int:
+        await asyncio.sleep(0)
+        return x + 1
+
+    @flow
+    def sync_child(x: int) -> int:
+        return x * 10
+
+    @flow
+    async def parent() -> list[Any]:
+        values = await asyncio.gather(child(1), child(2))
+        state = await child(3, return_state=True)
+        return [*values, state.result(), sync_child(4), fluvial.runtime.flow_run.flow_name]
+
+    assert await parent() == [2, 3, 4, 40, "parent"]

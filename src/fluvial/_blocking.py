@@ -9,12 +9,20 @@ the same idea.
 
 from __future__ import annotations
 
-__all__ = ("WorkerPoolHooks", "blocking_region", "current_pool", "set_current_pool")
+__all__ = (
+    "WorkerPoolHooks",
+    "blocking_region",
+    "current_pool",
+    "set_current_pool",
+    "stepping_aside",
+)
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class WorkerPoolHooks(Protocol):
@@ -50,5 +58,21 @@ def blocking_region() -> Iterator[None]:
     pool.release_slot()
     try:
         yield
+    finally:
+        pool.reacquire_slot()
+
+
+async def stepping_aside(awaitable: Awaitable[T]) -> T:
+    """Await *awaitable* with the calling worker's pool slot released.
+
+    An async task on the thread runner runs on its worker thread's event loop, so while it
+    awaits a future or sleeps, the thread is idle: let the pool use another one meanwhile.
+    """
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        return await awaitable
+    pool.release_slot()
+    try:
+        return await awaitable
     finally:
         pool.reacquire_slot()

@@ -87,8 +87,14 @@ class _Run:
     def _default_name(self) -> str:
         raise NotImplementedError
 
+    def _run_ids(self) -> tuple[Any, Any]:
+        """(task run id, flow run id) for the states of this run, as ids or id cells."""
+        raise NotImplementedError
+
     def set_state(self, state: State[Any]) -> None:
         """Record *state* as the current one and append it to the history."""
+        if state._run_ids is None:
+            state._run_ids = self._run_ids()
         self.state = state
         self.state_history.append(state)
         if self._start is None and state.type is StateType.RUNNING:
@@ -163,6 +169,9 @@ class TaskRun(_Run):
     def _default_name(self) -> str:
         return f"{self.task_name}-{self.id.hex[-3:]}"
 
+    def _run_ids(self) -> tuple[Any, Any]:
+        return (self._cell, self.flow_run_id)
+
     def __repr__(self) -> str:
         return f"TaskRun(name={self.name!r}, state={self.state!r})"
 
@@ -200,6 +209,9 @@ class FlowRun(_Run):
         from ._names import random_run_name
 
         return random_run_name()
+
+    def _run_ids(self) -> tuple[Any, Any]:
+        return (None, self._cell)
 
     def __repr__(self) -> str:
         return f"FlowRun(name={self.name!r}, flow={self.flow_name!r}, state={self.state!r})"

@@ -54,7 +54,7 @@ class FlowRunContext:
         self.log_prints = log_prints
         # Results of completed task runs, kept only for flows with retries so that a retry
         # re-runs just what did not complete.
-        self._memo: dict[str, Any] | None = {} if flow.retries else None
+        self._memo: dict[str, tuple[int, Any]] | None = {} if flow.retries else None
 
     @classmethod
     def get(cls) -> FlowRunContext | None:

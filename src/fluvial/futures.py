@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from ._blocking import blocking_region
+from ._blocking import blocking_region, stepping_aside
 from .states import State
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class Future(Generic[R]):
                 loop.call_soon_threadsafe(_resolve, signal)
 
             self.add_done_callback(wake)
-            yield from signal.__await__()
+            yield from stepping_aside(signal).__await__()
         return self.result()
 
     def __repr__(self) -> str:

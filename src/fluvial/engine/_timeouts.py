@@ -19,8 +19,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._blocking import blocking_region
-
 _logger = logging.getLogger("fluvial.engine")
 # How long to give a function to honour the stop request before calling its thread abandoned.
 _STOP_GRACE_SECONDS = 0.05
@@ -55,8 +53,9 @@ def call_with_timeout(
     name = getattr(fn, "__name__", "function")
     helper = threading.Thread(target=target, name=f"fluvial-timeout-{name}", daemon=True)
     helper.start()
-    with blocking_region():
-        done = finished.wait(timeout)
+    # No blocking_region here: the helper thread is doing this worker's task, so the worker
+    # keeps its slot and max_workers still bounds the work in progress.
+    done = finished.wait(timeout)
     if done and outcome:
         ok, value = outcome[0]
         if ok:

@@ -28,7 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from types import CoroutineType
 from typing import Any, TypeVar
 
-from .._blocking import blocking_region
+from .._blocking import blocking_region, stepping_aside
 from ._bridge import run_coroutine_blocking
 from ._timeouts import call_with_timeout
 
@@ -140,7 +140,7 @@ class Sleep(Effect):
         """Sleep on the event loop."""
         import anyio
 
-        await anyio.sleep(self.seconds)
+        await stepping_aside(anyio.sleep(self.seconds))
 
 
 class WaitFor(Effect):
@@ -164,7 +164,9 @@ class WaitFor(Effect):
         if pending:
             import anyio.to_thread
 
-            await anyio.to_thread.run_sync(_wait_all, pending, abandon_on_cancel=True)
+            await stepping_aside(
+                anyio.to_thread.run_sync(_wait_all, pending, abandon_on_cancel=True)
+            )
         return self.then()
 
 

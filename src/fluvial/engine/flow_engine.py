@@ -159,7 +159,13 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
     runner.__enter__()
     try:
         state = yield from _attempt_loop(flow, run, parameters, logger)
-        yield from _drain(runner)
+        if state.name == "TimedOut":
+            # The run is over at its deadline: queued tasks are cancelled, running ones are
+            # left to finish in the background rather than waited for.
+            runner.__exit__(FlowRunTimeoutError, state.data, None)
+        else:
+            yield from _drain(runner)
+            runner.__exit__(None, None, None)
     except BaseException as exc:
         runner.__exit__(type(exc), exc, exc.__traceback__)
         yield from _crashed(flow, run, exc, logger)
@@ -168,8 +174,6 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
             previous_sigterm = None
             os.kill(os.getpid(), exc.signal)
         raise
-    else:
-        runner.__exit__(None, None, None)
     finally:
         _restore_sigterm(previous_sigterm)
         _reset_task_context(task_token)

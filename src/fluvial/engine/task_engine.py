@@ -46,7 +46,7 @@ from ..context import (
     _set_task_context,
 )
 from ..exceptions import DefinitionError, TaskRunTimeoutError, UpstreamTaskError
-from ..logging.loggers import RunLoggerAdapter, task_run_logger
+from ..logging.loggers import RunLoggerAdapter, enable_print_capture, task_run_logger
 from ..states import (
     DROPPED,
     AwaitingRetry,
@@ -80,9 +80,7 @@ _engine_logger = logging.getLogger("fluvial.engine")
 ReturnType = Literal["result", "state"]
 
 
-def new_task_run(
-    task: Task[..., Any], parameters: dict[str, Any], pending: bool = True
-) -> TaskRun:
+def new_task_run(task: Task[..., Any], parameters: dict[str, Any], pending: bool = True) -> TaskRun:
     """Create the record of a task run in the current flow run (if any).
 
     A submitted run starts Pending (it waits for its inputs and a worker); a direct call
@@ -175,6 +173,8 @@ def task_steps(
     log_prints = task.log_prints
     if log_prints is None:
         log_prints = flow_ctx.log_prints if flow_ctx is not None else False
+    elif log_prints:
+        enable_print_capture()
     token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
     try:
         if task.task_run_name is not None:
@@ -205,18 +205,22 @@ def _replay_or_run(
     run: TaskRun,
     parameters: dict[str, Any],
     flow_ctx: FlowRunContext,
-    memo: dict[str, Any],
+    memo: dict[str, tuple[int, Any]],
 ) -> Steps[State[Any]]:
     key = _memo_key(task, parameters)
+    attempt = flow_ctx.flow_run.run_count
     if key is not None and key in memo:
-        return Cached(
-            data=memo[key],
-            message="Completed in an earlier attempt of this flow run",
-            state_details=_details(run),
-        )
+        completed_in, value = memo[key]
+        # Only earlier attempts count: two equal calls in one attempt both run.
+        if completed_in < attempt:
+            return Cached(
+                data=value,
+                message="Completed in an earlier attempt of this flow run",
+                state_details=_details(run),
+            )
     state = yield from _attempt_loop(task, run, parameters, flow_ctx)
     if key is not None and state.type is StateType.COMPLETED and state.data is not DROPPED:
-        memo[key] = state.data
+        memo.setdefault(key, (attempt, state.data))
     return state
 
 
@@ -298,17 +302,11 @@ def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[An
     if not task.cache_result_in_memory and state.type is StateType.COMPLETED:
         run.return_value = state.data
         state.data = DROPPED
-    _stamp(state, run)
     return state
 
 
 def _details(run: TaskRun) -> StateDetails:
     return StateDetails(task_run_id=run._cell, flow_run_id=run.flow_run_id)
-
-
-def _stamp(state: State[Any], run: TaskRun) -> None:
-    # Cheaper than building StateDetails now: the details are made if someone asks.
-    state._run_ids = (run._cell, run.flow_run_id)
 
 
 def _finish(run: TaskRun, state: State[Any]) -> State[Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = ("ConcurrentTaskRunner", "ThreadPoolTaskRunner")
 
 import contextvars
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ class _WorkerPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stepped_aside = 0
+        self._numbers = itertools.count()
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue *job*; start a thread when none is idle and the limit allows."""
@@ -61,7 +63,7 @@ class _WorkerPool:
     def _grow(self) -> None:
         if len(self._threads) - self._stepped_aside < self.max_workers:
             thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                target=self._work, name=f"{self._name}-{next(self._numbers)}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -87,10 +89,23 @@ class _WorkerPool:
                     return
                 job()
                 del job
+                if self._retire_if_surplus():
+                    return
                 self._idle.release()
         finally:
             set_current_pool(None)
             _close_thread_loop()
+
+    def _retire_if_surplus(self) -> bool:
+        # Threads started while others stepped aside are surplus once those resume: the first
+        # to finish a job leaves, so at most max_workers take new work.
+        if len(self._threads) - self._stepped_aside <= self.max_workers:
+            return False  # the common case, decided without the lock
+        with self._lock:
+            if len(self._threads) - self._stepped_aside > self.max_workers:
+                self._threads.remove(threading.current_thread())
+                return True
+            return False
 
     def drain(self) -> list[Callable[[], None]]:
         """Remove and return every job not yet started."""
