@@ -308,3 +308,82 @@ def test_generator_of_states_history_is_recorded() -> None:
         return [s.name for s in future.task_run.state_history]
 
     assert my_flow() == ["Pending", "Running", "Retrying", "Completed"]
+
+
+def test_generator_task_streams_items_while_running() -> None:
+    from fluvial.context import TaskRunContext
+
+    seen_states: list[str] = []
+
+    @task
+    def numbers(n: int) -> Any:
+        for i in range(n):
+            ctx = TaskRunContext.get()
+            assert ctx is not None
+            seen_states.append(ctx.task_run.state.name)  # type: ignore[union-attr]
+            yield i
+
+    stream = numbers(3)
+    assert next(stream) == 0  # lazily produced
+    assert list(stream) == [1, 2]
+    assert seen_states == ["Running", "Running", "Running"]
+
+
+def test_generator_task_failure_raises_to_the_consumer_and_retries() -> None:
+    attempts: list[int] = []
+
+    @task(retries=1)
+    def flaky_stream() -> Any:
+        attempts.append(1)
+        yield "first"
+        if len(attempts) == 1:
+            raise ConnectionError("mid-stream")
+        yield "second"
+
+    # The retry restarts the generator, so items from the failed attempt are repeated.
+    assert list(flaky_stream()) == ["first", "first", "second"]
+
+    @task
+    def broken() -> Any:
+        yield 1
+        raise ValueError("broken stream")
+
+    with pytest.raises(ValueError, match="broken stream"):
+        list(broken())
+
+
+@pytest.mark.anyio
+async def test_async_generator_task_streams() -> None:
+    @task
+    async def ticks(n: int) -> Any:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    assert [i async for i in ticks(3)] == [0, 1, 2]
+
+
+def test_submitted_generator_tasks_give_lists() -> None:
+    @task
+    def numbers(n: int) -> Any:
+        yield from range(n)
+
+    @task
+    async def async_numbers(n: int) -> Any:
+        for i in range(n):
+            yield i
+
+    @task
+    def returns_generator() -> Any:
+        return (i * i for i in range(3))
+
+    @flow
+    def my_flow() -> tuple[Any, ...]:
+        return (
+            numbers.submit(3).result(),
+            async_numbers.submit(2).result(),
+            returns_generator(),
+            numbers(2, return_state=True).result(),
+        )
+
+    assert my_flow() == ([0, 1, 2], [0, 1], [0, 1, 4], [0, 1])

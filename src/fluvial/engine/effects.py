@@ -25,7 +25,7 @@ __all__ = (
 import inspect
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Sequence
-from types import CoroutineType
+from types import AsyncGeneratorType, CoroutineType
 from typing import Any, TypeVar
 
 from .._blocking import blocking_region, stepping_aside
@@ -79,6 +79,9 @@ class CallFunction(Effect):
     async def run_async(self) -> Any:
         """Call the function and await what it returns, cancelling it at the timeout."""
         result = self.fn(*self.args, **self.kwargs)
+        if result.__class__ is AsyncGeneratorType:
+            # An async generator task run to completion (not streamed): keep its items.
+            result = _collect(result)
         if not inspect.isawaitable(result):
             return result
         if self.timeout is None:
@@ -90,6 +93,10 @@ class CallFunction(Effect):
         if scope.cancelled_caught:
             raise self.timeout_error(_timeout_message(self.timeout))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _collect(items: AsyncGenerator[Any, None]) -> list[Any]:
+    return [item async for item in items]
 
 
 def _timeout_message(seconds: float) -> str:
@@ -202,6 +209,8 @@ async def drive_async(steps: Steps[T]) -> T:
                     outcome = effect.fn(*effect.args, **effect.kwargs)
                     if outcome.__class__ is CoroutineType or inspect.isawaitable(outcome):
                         outcome = await outcome
+                    elif outcome.__class__ is AsyncGeneratorType:
+                        outcome = [item async for item in outcome]
                 else:
                     outcome = await effect.run_async()
             except BaseException as exc:  # cancellation too: the engine records it, re-raises
