@@ -157,6 +157,9 @@ def _time_pair(subject: Callable[[], object], baseline: Callable[[], object], n:
 
 def _run_python(*args: str) -> tuple[float, str]:
     """Run a fresh interpreter with *args*; return its wall-clock seconds and its stdout."""
+    # Bytecode caches must be written and used, as on a user's machine; some environments
+    # (CI images among them) set PYTHONDONTWRITEBYTECODE, which would time the compiler instead.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, *args],
@@ -164,6 +167,7 @@ def _run_python(*args: str) -> tuple[float, str]:
         text=True,
         timeout=SUBPROCESS_TIMEOUT,
         check=False,
+        env=env,
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

@@ -10,18 +10,28 @@ from __future__ import annotations
 __all__ = ("new_id",)
 
 import os
-import random
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import random
     import uuid
 
-_random = random.Random(os.urandom(16))
+_random: random.Random | None = None
+
+
+def _generator() -> random.Random:
+    global _random
+    if _random is None:
+        import random
+
+        _random = random.Random(os.urandom(16))
+    return _random
 
 
 def _reseed() -> None:
-    _random.seed(os.urandom(16))
+    if _random is not None:
+        _random.seed(os.urandom(16))
 
 
 if hasattr(os, "register_at_fork"):
@@ -37,7 +47,7 @@ def new_id() -> uuid.UUID:
     import uuid  # cached after the first call; keeps `import fluvial` from importing platform
 
     millis = time.time_ns() // 1_000_000
-    rand = _random.getrandbits(74)
+    rand = (_random or _generator()).getrandbits(74)
     value = (millis << 80) | _VERSION_7 | ((rand >> 62) << 64) | _VARIANT | (rand & ((1 << 62) - 1))
     # Built without UUID.__init__'s argument parsing, which costs more than the rest.
     made = object.__new__(uuid.UUID)

@@ -39,6 +39,7 @@ class _Run:
         "_cell",
         "_created",
         "_end",
+        "_ids",
         "_name",
         "_start",
         "parameters",
@@ -51,6 +52,7 @@ class _Run:
 
     def __init__(self, parameters: dict[str, Any], tags: frozenset[str]) -> None:
         self._cell = IdCell()
+        self._ids: tuple[Any, Any] = (None, None)  # set by the subclass
         self._name: str | None = None
         self.parameters = parameters
         self.tags = tags
@@ -87,14 +89,10 @@ class _Run:
     def _default_name(self) -> str:
         raise NotImplementedError
 
-    def _run_ids(self) -> tuple[Any, Any]:
-        """(task run id, flow run id) for the states of this run, as ids or id cells."""
-        raise NotImplementedError
-
     def set_state(self, state: State[Any]) -> None:
         """Record *state* as the current one and append it to the history."""
         if state._run_ids is None:
-            state._run_ids = self._run_ids()
+            state._run_ids = self._ids
         self.state = state
         self.state_history.append(state)
         if self._start is None and state.type is StateType.RUNNING:
@@ -165,12 +163,11 @@ class TaskRun(_Run):
         self.task_name: str = task.name
         self.task_key: str = task.task_key
         self.flow_run_id = flow_run_id
+        # (task run id, flow run id) stamped on each state this run records; see State.
+        self._ids = (self._cell, flow_run_id)
 
     def _default_name(self) -> str:
         return f"{self.task_name}-{self.id.hex[-3:]}"
-
-    def _run_ids(self) -> tuple[Any, Any]:
-        return (self._cell, self.flow_run_id)
 
     def __repr__(self) -> str:
         return f"TaskRun(name={self.name!r}, state={self.state!r})"
@@ -204,14 +201,12 @@ class FlowRun(_Run):
             parent.root_flow_run_id if parent is not None else None
         )
         self.parent_task_run_id: uuid.UUID | None = None
+        self._ids = (None, self._cell)
 
     def _default_name(self) -> str:
         from ._names import random_run_name
 
         return random_run_name()
-
-    def _run_ids(self) -> tuple[Any, Any]:
-        return (None, self._cell)
 
     def __repr__(self) -> str:
         return f"FlowRun(name={self.name!r}, flow={self.flow_name!r}, state={self.state!r})"

@@ -44,6 +44,8 @@ class CallSignature:
         Raises:
             ParameterBindError: the arguments do not fit the signature.
         """
+        if not args and not kwargs and len(self.defaults) == len(self.names):
+            return dict(self.defaults)  # nothing given and nothing required
         if self.simple and len(args) <= len(self.names):
             params = dict(zip(self.names, args, strict=False))
             for key, value in kwargs.items():

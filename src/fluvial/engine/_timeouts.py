@@ -13,7 +13,6 @@ from __future__ import annotations
 __all__ = ("call_with_timeout",)
 
 import contextvars
-import ctypes
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -78,6 +77,8 @@ def call_with_timeout(
 def _request_stop(thread: threading.Thread) -> None:
     if thread.ident is None:
         return
+    import ctypes  # only when a timeout fires
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread.ident), ctypes.py_object(_StopRequested)
     )

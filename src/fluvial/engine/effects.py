@@ -198,8 +198,12 @@ def drive_sync(steps: Steps[T]) -> T:
         return result
 
 
-async def drive_async(steps: Steps[T]) -> T:
-    """Run an engine generator to its end, awaiting each effect."""
+async def drive_async(steps: Steps[Any], finish: Callable[[Any], T] | None = None) -> T:
+    """Run an engine generator to its end, awaiting each effect.
+
+    *finish*, if given, turns the generator's result into the coroutine's; passing it here
+    saves the caller wrapping this coroutine in another one.
+    """
     try:
         effect = next(steps)
         while True:
@@ -218,6 +222,8 @@ async def drive_async(steps: Steps[T]) -> T:
             else:
                 effect = steps.send(outcome)
     except StopIteration as stop:
+        if finish is not None:
+            return finish(stop.value)
         result: T = stop.value
         return result
 

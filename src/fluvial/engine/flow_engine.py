@@ -108,7 +108,7 @@ async def run_flow_async(
 ) -> Any:
     """Run an async flow on the running event loop and return its result (or final state)."""
     run = flow_run if flow_run is not None else new_flow_run(flow, parameters)
-    state = await drive_async(flow_steps(flow, run, parameters))
+    state: State[Any] = await drive_async(flow_steps(flow, run, parameters))
     return _outcome(run, state, return_type)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 __all__ = ("exponential_backoff", "jittered", "normalize_retry_delays", "retry_delay")
 
-import random
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 from ..exceptions import DefinitionError
 
@@ -80,5 +83,7 @@ def jittered(delay: float, jitter_factor: float | None, rng: random.Random | Non
     """
     if not jitter_factor or delay <= 0:
         return delay
+    import random
+
     draw = (rng or random).uniform(max(0.0, 1.0 - jitter_factor), 1.0 + jitter_factor)
     return delay * draw
