@@ -198,12 +198,8 @@ def drive_sync(steps: Steps[T]) -> T:
         return result
 
 
-async def drive_async(steps: Steps[Any], finish: Callable[[Any], T] | None = None) -> T:
-    """Run an engine generator to its end, awaiting each effect.
-
-    *finish*, if given, turns the generator's result into the coroutine's; passing it here
-    saves the caller wrapping this coroutine in another one.
-    """
+async def drive_async(steps: Steps[T]) -> T:
+    """Run an engine generator to its end, awaiting each effect."""
     try:
         effect = next(steps)
         while True:
@@ -222,8 +218,6 @@ async def drive_async(steps: Steps[Any], finish: Callable[[Any], T] | None = Non
             else:
                 effect = steps.send(outcome)
     except StopIteration as stop:
-        if finish is not None:
-            return finish(stop.value)
         result: T = stop.value
         return result
 

@@ -31,7 +31,7 @@ __all__ = (
 )
 
 import logging
-from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable
 from datetime import UTC, datetime, timedelta
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Literal
@@ -110,24 +110,19 @@ def run_task_sync(
     return _outcome(run, state, return_type)
 
 
-def run_task_async(
+async def run_task_async(
     task: Task[..., Any],
     parameters: dict[str, Any],
     wait_for: Iterable[Any] | None = None,
     return_type: ReturnType = "result",
     task_run: TaskRun | None = None,
-) -> Coroutine[Any, Any, Any]:
-    """Return a coroutine that runs a task on the running event loop.
-
-    It gives the task's result (or final state). The run record is made now, so the run's
-    tags and flow run are those in effect where the coroutine was created.
-    """
+) -> Any:
+    """Run a task on the running event loop and return its result (or final state)."""
+    # The run record is made when the coroutine starts, not when it is created: code that
+    # creates thousands of coroutines before gathering them should not hold thousands of runs.
     run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
-
-    def finish(state: State[Any]) -> Any:
-        return _outcome(run, state, return_type)
-
-    return drive_async(task_steps(task, run, parameters, wait_for), finish)
+    state: State[Any] = await drive_async(task_steps(task, run, parameters, wait_for))
+    return _outcome(run, state, return_type)
 
 
 def run_generator_task_sync(
