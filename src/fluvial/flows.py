@@ -14,10 +14,10 @@ import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._definitions import Definition, StateHook, check_reserved, hook_list
 from ._signature import CallSignature, MethodBinding, unwrap_method
 from .engine.retries import normalize_retry_delays
 from .exceptions import DefinitionError
-from .tasks import NotSet, StateHook, _check_reserved, _hooks
 
 if TYPE_CHECKING:
     from .runners.base import TaskRunner
@@ -26,7 +26,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Flow(Generic[P, R]):
+class Flow(Definition, Generic[P, R]):
     """A function whose calls are flow runs: validated parameters, states, retries, hooks."""
 
     def __init__(
@@ -55,7 +55,7 @@ class Flow(Generic[P, R]):
         fn, method_kind = unwrap_method(fn)
         if not callable(fn):
             raise DefinitionError(f"@flow needs a function, got {fn!r}")
-        _check_reserved(fn, "flow")
+        check_reserved(fn, "flow")
         self._options = {
             key: value
             for key, value in locals().items()
@@ -77,11 +77,11 @@ class Flow(Generic[P, R]):
         self.result_serializer = result_serializer
         self.cache_result_in_memory = cache_result_in_memory
         self.log_prints = log_prints
-        self.on_completion_hooks = _hooks(on_completion, "on_completion")
-        self.on_failure_hooks = _hooks(on_failure, "on_failure")
-        self.on_cancellation_hooks = _hooks(on_cancellation, "on_cancellation")
-        self.on_crashed_hooks = _hooks(on_crashed, "on_crashed")
-        self.on_running_hooks = _hooks(on_running, "on_running")
+        self.on_completion_hooks = hook_list(on_completion, "on_completion")
+        self.on_failure_hooks = hook_list(on_failure, "on_failure")
+        self.on_cancellation_hooks = hook_list(on_cancellation, "on_cancellation")
+        self.on_crashed_hooks = hook_list(on_crashed, "on_crashed")
+        self.on_running_hooks = hook_list(on_running, "on_running")
         self.isasync = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         self._signature = CallSignature(fn, f"flow {self.name!r}")
         self._method = MethodBinding(method_kind, f"flow {self.name!r}")
@@ -140,41 +140,13 @@ class Flow(Generic[P, R]):
         result: dict[str, Any] = validator.validate(parameters)
         return result
 
-    def with_options(self, **options: Any) -> Flow[P, R]:
-        """Return a copy of the flow with some options changed (same names as ``@flow``)."""
-        unknown = set(options) - set(self._options)
-        if unknown:
-            raise DefinitionError(
-                f"with_options() got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(self._options)}"
-            )
-        merged = {**self._options, **{k: v for k, v in options.items() if v is not NotSet}}
-        return type(self)(self.fn, **merged)
-
-    def on_completion(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this flow completes (decorator)."""
-        self.on_completion_hooks.append(fn)
-        return fn
-
-    def on_failure(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this flow fails (decorator)."""
-        self.on_failure_hooks.append(fn)
-        return fn
-
     def on_cancellation(self, fn: StateHook) -> StateHook:
         """Register *fn* to run when a run of this flow is cancelled (decorator)."""
-        self.on_cancellation_hooks.append(fn)
-        return fn
+        return self._register("on_cancellation", fn)
 
     def on_crashed(self, fn: StateHook) -> StateHook:
         """Register *fn* to run when a run of this flow crashes (decorator)."""
-        self.on_crashed_hooks.append(fn)
-        return fn
-
-    def on_running(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this flow starts an attempt (decorator)."""
-        self.on_running_hooks.append(fn)
-        return fn
+        return self._register("on_crashed", fn)
 
     def __get__(self, instance: Any, owner: Any = None) -> Flow[P, R]:
         # A flow defined on a class binds like a method (or classmethod/staticmethod).

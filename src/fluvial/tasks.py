@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from ._definitions import Definition, NotSet, StateHook, check_reserved, hook_list
 from ._signature import CallSignature, MethodBinding, unwrap_method
 from .context import _flow_run_context
 from .engine.retries import RetryDelay, exponential_backoff, normalize_retry_delays
@@ -25,7 +26,7 @@ from .engine.task_engine import (
     run_task_async,
     run_task_sync,
 )
-from .exceptions import DefinitionError, ReservedArgumentError
+from .exceptions import DefinitionError
 
 if TYPE_CHECKING:
     from .futures import Future, FutureList
@@ -33,47 +34,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-StateHook = Callable[..., Any]
-
-_RESERVED = ("return_state", "wait_for")
-
-
-class _NotSet:
-    """Marks an option that was not given, where None is a meaningful value."""
-
-    _instance: _NotSet | None = None
-
-    def __new__(cls) -> _NotSet:  # noqa: PYI034 - a singleton, not a subclass-friendly new
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NotSet"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-NotSet: Any = _NotSet()
-
-
-def _check_reserved(fn: Callable[..., Any], kind: str) -> None:
-    params = inspect.signature(fn).parameters
-    for name in _RESERVED:
-        if name in params:
-            raise ReservedArgumentError(
-                f"{kind} {fn.__qualname__!r} has a parameter named {name!r}, which fluvial "
-                f"reserves for its call API (return_state=, wait_for=); rename the parameter"
-            )
-
-
-def _hooks(value: Iterable[StateHook] | None, name: str) -> list[StateHook]:
-    hooks = list(value or [])
-    for hook in hooks:
-        if not callable(hook):
-            raise DefinitionError(f"{name} hooks must be callables, got {hook!r}")
-    return hooks
 
 
 def _task_key(fn: Callable[..., Any]) -> str:
@@ -86,7 +46,7 @@ def _task_key(fn: Callable[..., Any]) -> str:
     return f"{fn.__qualname__.split('.')[-1]}-{digest}"
 
 
-class Task(Generic[P, R]):
+class Task(Definition, Generic[P, R]):
     """A function that fluvial runs with states, retries, timeouts, hooks and caching."""
 
     def __init__(
@@ -122,7 +82,7 @@ class Task(Generic[P, R]):
         fn, method_kind = unwrap_method(fn)
         if not callable(fn):
             raise DefinitionError(f"@task needs a function, got {fn!r}")
-        _check_reserved(fn, "task")
+        check_reserved(fn, "task")
         self._options = {
             key: value
             for key, value in locals().items()
@@ -157,11 +117,11 @@ class Task(Generic[P, R]):
         self.cache_result_in_memory = cache_result_in_memory
         self.refresh_cache = refresh_cache
         self.log_prints = log_prints
-        self.on_completion_hooks = _hooks(on_completion, "on_completion")
-        self.on_failure_hooks = _hooks(on_failure, "on_failure")
-        self.on_running_hooks = _hooks(on_running, "on_running")
-        self.on_rollback_hooks = _hooks(on_rollback, "on_rollback")
-        self.on_commit_hooks = _hooks(on_commit, "on_commit")
+        self.on_completion_hooks = hook_list(on_completion, "on_completion")
+        self.on_failure_hooks = hook_list(on_failure, "on_failure")
+        self.on_running_hooks = hook_list(on_running, "on_running")
+        self.on_rollback_hooks = hook_list(on_rollback, "on_rollback")
+        self.on_commit_hooks = hook_list(on_commit, "on_commit")
         self.viz_return_value = viz_return_value
         self._signature = CallSignature(fn, f"task {self.name!r}")
         self._method = MethodBinding(method_kind, f"task {self.name!r}")
@@ -245,46 +205,13 @@ class Task(Generic[P, R]):
             return [future.state for future in futures]
         return futures
 
-    def with_options(self, **options: Any) -> Task[P, R]:
-        """Return a copy of the task with some options changed (same names as ``@task``).
-
-        ``tags`` replaces the tags rather than adding to them, as in Prefect.
-        """
-        unknown = set(options) - set(self._options)
-        if unknown:
-            raise DefinitionError(
-                f"with_options() got unknown option(s) {sorted(unknown)}; "
-                f"valid options: {sorted(self._options)}"
-            )
-        merged = {**self._options, **{k: v for k, v in options.items() if v is not NotSet}}
-        return type(self)(self.fn, **merged)
-
-    # -- hook registration -------------------------------------------------------------------
-
-    def on_completion(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this task completes (decorator)."""
-        self.on_completion_hooks.append(fn)
-        return fn
-
-    def on_failure(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this task fails (decorator)."""
-        self.on_failure_hooks.append(fn)
-        return fn
-
-    def on_running(self, fn: StateHook) -> StateHook:
-        """Register *fn* to run when a run of this task starts an attempt (decorator)."""
-        self.on_running_hooks.append(fn)
-        return fn
-
     def on_commit(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Register a transaction commit hook (decorator; transactions come with caching)."""
-        self.on_commit_hooks.append(fn)
-        return fn
+        return self._register("on_commit", fn)
 
     def on_rollback(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Register a transaction rollback hook (decorator; transactions come with caching)."""
-        self.on_rollback_hooks.append(fn)
-        return fn
+        return self._register("on_rollback", fn)
 
     def __get__(self, instance: Any, owner: Any = None) -> Task[P, R]:
         # A task defined on a class binds like a method (or classmethod/staticmethod).

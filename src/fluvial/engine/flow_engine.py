@@ -26,7 +26,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._runs import FlowRun
@@ -51,7 +50,6 @@ from ..futures import resolve_futures_to_states
 from ..logging.loggers import RunLoggerAdapter, flow_run_logger, setup_logging
 from ..states import (
     DROPPED,
-    AwaitingRetry,
     Failed,
     Pending,
     Retrying,
@@ -62,8 +60,8 @@ from ..states import (
     TimedOut,
     return_value_to_state,
 )
-from .effects import CallFunction, Sleep, Steps, WaitFor, drive_async, drive_sync
-from .lifecycle import call_hooks, crash_state, is_cancellation, note_failure, wait_before_retry
+from .effects import CallFunction, Steps, WaitFor, drive_async, drive_sync
+from .lifecycle import call_hooks, crash_state, is_cancellation, note_failure, retry_wait
 from .naming import render_run_name
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream, upstream_futures
 
@@ -226,7 +224,7 @@ def _attempt_loop(
                 return state
             failed = state
         if run.run_count <= flow.retries:
-            yield from _retry_wait(flow, run, failed, logger)
+            yield from retry_wait(run, failed, flow._retry_delays, None, flow.retries, logger)
             continue
         note_failure(failed, f"flow run {run.name!r}", run.run_count, flow.retries + 1)
         return failed
@@ -234,22 +232,6 @@ def _attempt_loop(
 
 def _resolver(value: Any) -> Callable[[], Any]:
     return lambda: resolve_futures_to_states(value)
-
-
-def _retry_wait(
-    flow: Flow[..., Any], run: FlowRun, failed: State[Any], logger: RunLoggerAdapter
-) -> Steps[None]:
-    delay = wait_before_retry(flow._retry_delays, None, run.run_count)
-    logger.info(
-        "Flow run failed (%s) - Retry %d/%d will start %s",
-        failed.message,
-        run.run_count,
-        flow.retries,
-        f"{delay:.3g} second(s) from now" if delay else "immediately",
-    )
-    if delay > 0:
-        run.set_state(AwaitingRetry(scheduled_time=datetime.now(UTC) + timedelta(seconds=delay)))
-        yield Sleep(delay)
 
 
 def _returned_state(flow: Flow[..., Any], run: FlowRun, value: Any) -> State[Any]:

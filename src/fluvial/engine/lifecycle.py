@@ -7,6 +7,7 @@ __all__ = (
     "crash_state",
     "is_cancellation",
     "note_failure",
+    "retry_wait",
     "should_retry",
     "wait_before_retry",
 )
@@ -14,10 +15,11 @@ __all__ = (
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..states import Cancelled, State, StateDetails, exception_to_crashed_state
-from .effects import CallHook, Steps
+from ..states import AwaitingRetry, Cancelled, State, StateDetails, exception_to_crashed_state
+from .effects import CallHook, Sleep, Steps
 from .retries import jittered, retry_delay
 
 LoggerFactory = Callable[[], logging.LoggerAdapter]  # type: ignore[type-arg]
@@ -71,6 +73,29 @@ def wait_before_retry(
 ) -> float:
     """Return the seconds to wait before retry *retry_number*, jitter applied."""
     return jittered(retry_delay(delays, retry_number), jitter_factor)
+
+
+def retry_wait(
+    run: Any,
+    failed: State[Any],
+    delays: float | tuple[float, ...],
+    jitter_factor: float | None,
+    retries: int,
+    logger: logging.LoggerAdapter,  # type: ignore[type-arg]
+) -> Steps[None]:
+    """Log the retry, and wait (as AwaitingRetry) before it when there is a delay."""
+    delay = wait_before_retry(delays, jitter_factor, run.run_count)
+    logger.info(
+        "Run failed (%s) - Retry %d/%d will start %s",
+        failed.message,
+        run.run_count,
+        retries,
+        f"{delay:.3g} second(s) from now" if delay else "immediately",
+    )
+    if delay > 0:
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        run.set_state(AwaitingRetry(scheduled_time=when))
+        yield Sleep(delay)
 
 
 def is_cancellation(exc: BaseException) -> bool:

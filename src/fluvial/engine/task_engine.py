@@ -32,7 +32,6 @@ __all__ = (
 
 import logging
 from collections.abc import AsyncGenerator, Generator, Iterable
-from datetime import UTC, datetime, timedelta
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,7 +48,6 @@ from ..exceptions import DefinitionError, TaskRunTimeoutError, UpstreamTaskError
 from ..logging.loggers import RunLoggerAdapter, enable_print_capture, task_run_logger
 from ..states import (
     DROPPED,
-    AwaitingRetry,
     Cached,
     Failed,
     NotReady,
@@ -69,7 +67,7 @@ from .effects import (
     drive_sync,
     drive_sync_stream,
 )
-from .lifecycle import call_hooks, crash_state, note_failure, should_retry, wait_before_retry
+from .lifecycle import call_hooks, crash_state, note_failure, retry_wait, should_retry
 from .naming import render_run_name
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
 
@@ -264,31 +262,19 @@ def _attempt_loop(
                 task.retry_condition_fn, (task, run, failed), lambda: _logger(run, flow_ctx)
             )
             if retry:
-                yield from _retry_wait(task, run, failed, flow_ctx)
+                yield from retry_wait(
+                    run,
+                    failed,
+                    task._retry_delays,
+                    task.retry_jitter_factor,
+                    task.retries,
+                    _logger(run, flow_ctx),
+                )
                 continue
         note_failure(failed, f"task run {run.name!r}", run.run_count, task.retries + 1)
         _logger(run, flow_ctx).error("Finished in state %s", failed, exc_info=_exc_info(failed))
         failed.state_details = _details(run)
         return failed
-
-
-def _retry_wait(
-    task: Task[..., Any], run: TaskRun, failed: State[Any], flow_ctx: FlowRunContext | None
-) -> Steps[None]:
-    delay = wait_before_retry(task._retry_delays, task.retry_jitter_factor, run.run_count)
-    _logger(run, flow_ctx).info(
-        "Task run failed (%s) - Retry %d/%d will start %s",
-        failed.message,
-        run.run_count,
-        task.retries,
-        f"{delay:.3g} second(s) from now" if delay else "immediately",
-    )
-    if delay > 0:
-        when = datetime.now(UTC) + timedelta(seconds=delay)
-        run.set_state(AwaitingRetry(scheduled_time=when))
-        from .effects import Sleep
-
-        yield Sleep(delay)
 
 
 def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
