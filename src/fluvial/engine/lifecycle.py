@@ -86,7 +86,7 @@ def retry_wait(
     """Log the retry, and wait (as AwaitingRetry) before it when there is a delay."""
     delay = wait_before_retry(delays, jitter_factor, run.run_count)
     logger.info(
-        "Run failed (%s) - Retry %d/%d will start %s",
+        "%s - Retry %d/%d will start %s",
         failed.message,
         run.run_count,
         retries,
