@@ -193,21 +193,27 @@ def test_setup_logging_adds_one_handler_only_when_unconfigured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import fluvial.logging.loggers as flog
+    from fluvial.settings import temporary_settings
 
     fluvial_logger = logging.getLogger("fluvial")
     root = logging.getLogger()
     monkeypatch.setattr(flog, "_setup_done", False)
-    monkeypatch.setenv("FLUVIAL_LOGGING_SETUP", "true")
     monkeypatch.setattr(root, "handlers", [])
     monkeypatch.setattr(fluvial_logger, "handlers", [])
-    flog.setup_logging()
-    flog.setup_logging()
-    assert len(fluvial_logger.handlers) == 1
+    with temporary_settings(logging_setup=True):
+        flog.setup_logging()
+        flog.setup_logging()
+        assert len(fluvial_logger.handlers) == 1
+        monkeypatch.setattr(flog, "_setup_done", False)
+        monkeypatch.setattr(fluvial_logger, "handlers", [])
+        monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
+        flog.setup_logging()
+        assert fluvial_logger.handlers == []  # the application configured logging: hands off
     monkeypatch.setattr(flog, "_setup_done", False)
-    monkeypatch.setattr(fluvial_logger, "handlers", [])
-    monkeypatch.setattr(root, "handlers", [logging.NullHandler()])
-    flog.setup_logging()
-    assert fluvial_logger.handlers == []  # the application configured logging: hands off
+    monkeypatch.setattr(root, "handlers", [])
+    with temporary_settings(logging_setup=False):
+        flog.setup_logging()
+    assert fluvial_logger.handlers == []  # FLUVIAL_LOGGING_SETUP=false: no handler at all
 
 
 @pytest.mark.anyio

@@ -23,7 +23,6 @@ __all__ = (
 
 import builtins
 import logging
-import os
 import sys
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -173,11 +172,14 @@ def setup_logging() -> None:
     if _setup_done:
         return
     _setup_done = True
+    from .._config import run_config
+
+    config = run_config()
     logger = logging.getLogger(_ROOT)
     if logger.level == logging.NOTSET:
         # Prefect's default: run loggers emit INFO and up unless told otherwise.
-        logger.setLevel(os.environ.get("FLUVIAL_LOGGING_LEVEL", "INFO").upper())
-    if os.environ.get("FLUVIAL_LOGGING_SETUP", "true").lower() in ("0", "false", "no"):
+        logger.setLevel(config.logging_level)
+    if not config.logging_setup:
         return
     if logger.handlers or logging.getLogger().handlers:
         return

@@ -14,7 +14,6 @@ __all__ = ("ConcurrentTaskRunner", "ThreadPoolTaskRunner")
 
 import contextvars
 import itertools
-import os
 import threading
 from collections.abc import Callable, Iterable
 from queue import SimpleQueue
@@ -34,9 +33,6 @@ if TYPE_CHECKING:
     from .._runs import TaskRun
     from ..tasks import Task
 
-#: Used when max_workers is not given and FLUVIAL_THREAD_POOL_MAX_WORKERS is not set. Generous,
-#: because task runs that wait on I/O are common, and bounded, because threads are not free.
-DEFAULT_MAX_WORKERS = 64
 
 
 class _WorkerPool:
@@ -210,7 +206,9 @@ class ThreadPoolTaskRunner(TaskRunner):
     """Run tasks on up to *max_workers* threads of this process (the default runner).
 
     Args:
-        max_workers: threads busy at once; default ``FLUVIAL_THREAD_POOL_MAX_WORKERS`` or 64.
+        max_workers: threads busy at once; default the ``thread_pool_max_workers`` setting
+            (``FLUVIAL_THREAD_POOL_MAX_WORKERS``, 64): generous, since tasks that wait on I/O
+            are common, and bounded, since threads are not free.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
@@ -225,7 +223,9 @@ class ThreadPoolTaskRunner(TaskRunner):
     def _effective_max_workers(self) -> int:
         if self.max_workers is not None:
             return self.max_workers
-        return int(os.environ.get("FLUVIAL_THREAD_POOL_MAX_WORKERS", DEFAULT_MAX_WORKERS))
+        from .._config import run_config
+
+        return run_config().thread_pool_max_workers
 
     def duplicate(self) -> Self:
         """Return an unstarted runner with the same ``max_workers``."""

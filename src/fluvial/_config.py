@@ -1,0 +1,91 @@
+"""The settings the engine reads at every run start, without paying for pydantic when it can.
+
+:mod:`fluvial.settings` is the real thing (pydantic-settings: validation, profiles, sources),
+but importing pydantic-settings costs over 100 ms, more than the budget for a whole first flow
+run. When nothing is configured (no ``FLUVIAL_*`` variable, no profiles file, and the settings
+module not in use) every value is a default, so this module hands out the defaults without
+importing it. Otherwise it reads :func:`fluvial.settings.get_current_settings`, which caches.
+"""
+
+from __future__ import annotations
+
+__all__ = ("RunConfig", "run_config")
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """The settings a run needs, as plain values."""
+
+    results_persist_by_default: bool = False
+    results_default_serializer: str = "pickle"
+    result_storage_url: str = ""
+    tasks_refresh_cache: bool = False
+    tasks_unhashable_inputs: str = "warn"
+    thread_pool_max_workers: int = 64
+    logging_level: str = "INFO"
+    logging_setup: bool = True
+
+
+_defaults: RunConfig | None = None
+_unconfigured: bool | None = None
+_converted: tuple[Any, RunConfig] | None = None
+
+
+def run_config() -> RunConfig:
+    """Return the settings in effect for a run starting now."""
+    settings_module = sys.modules.get("fluvial.settings")
+    if settings_module is None and _nothing_configured():
+        return _default_config()
+    if settings_module is None:
+        import fluvial.settings as settings_module
+    return _from_settings(settings_module.get_current_settings())
+
+
+def _nothing_configured() -> bool:
+    # Decided once per process: scanning the environment costs microseconds per run. Code that
+    # configures fluvial later goes through fluvial.settings, which takes over from then on.
+    global _unconfigured
+    if _unconfigured is None:
+        _unconfigured = not any(_is_setting(name) for name in os.environ) and not (
+            Path("~/.fluvial/profiles.toml").expanduser().exists()
+        )
+    return _unconfigured
+
+
+def _is_setting(name: str) -> bool:
+    # FLUVIAL__RUNTIME__... variables are runtime overrides, not settings.
+    return name.startswith("FLUVIAL_") and not name.startswith("FLUVIAL__")
+
+
+def _default_config() -> RunConfig:
+    global _defaults
+    if _defaults is None:
+        storage = str(Path("~/.fluvial/storage").expanduser())
+        _defaults = RunConfig(result_storage_url=storage)
+    return _defaults
+
+
+def _from_settings(settings: Any) -> RunConfig:
+    # get_current_settings() returns the same object until something changes, so one
+    # conversion per settings object is enough.
+    global _converted
+    if _converted is not None and _converted[0] is settings:
+        return _converted[1]
+    config = RunConfig(
+        results_persist_by_default=settings.results_persist_by_default,
+        results_default_serializer=settings.results_default_serializer,
+        result_storage_url=settings.result_storage_url,
+        tasks_refresh_cache=settings.tasks_refresh_cache,
+        tasks_unhashable_inputs=settings.tasks_unhashable_inputs,
+        thread_pool_max_workers=settings.thread_pool_max_workers,
+        logging_level=settings.logging_level,
+        logging_setup=settings.logging_setup,
+    )
+    _converted = (settings, config)
+    return config
