@@ -39,12 +39,11 @@ _converted: tuple[Any, RunConfig] | None = None
 
 def run_config() -> RunConfig:
     """Return the settings in effect for a run starting now."""
-    settings_module = sys.modules.get("fluvial.settings")
-    if settings_module is None and _nothing_configured():
+    if "fluvial.settings" not in sys.modules and _nothing_configured():
         return _default_config()
-    if settings_module is None:
-        import fluvial.settings as settings_module
-    return _from_settings(settings_module.get_current_settings())
+    from .settings import get_current_settings
+
+    return _from_settings(get_current_settings())
 
 
 def _nothing_configured() -> bool:

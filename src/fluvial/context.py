@@ -37,7 +37,15 @@ _tags: ContextVar[frozenset[str]] = ContextVar("fluvial.tags", default=frozenset
 class FlowRunContext:
     """What code inside a flow run can see: the flow, its run, its runner and parameters."""
 
-    __slots__ = ("_memo", "flow", "flow_run", "log_prints", "parameters", "task_runner")
+    __slots__ = (
+        "_memo",
+        "flow",
+        "flow_run",
+        "log_prints",
+        "parameters",
+        "persist_result",
+        "task_runner",
+    )
 
     def __init__(
         self,
@@ -46,9 +54,11 @@ class FlowRunContext:
         task_runner: TaskRunner,
         parameters: dict[str, Any],
         log_prints: bool,
+        persist_result: bool = False,
     ) -> None:
         self.flow = flow
         self.flow_run = flow_run
+        self.persist_result = persist_result
         self.task_runner = task_runner
         self.parameters = parameters
         self.log_prints = log_prints

@@ -19,6 +19,9 @@ FluvialError                                base of everything below
 ├── MissingResult            (RuntimeError) a completed state has no value to give back
 ├── UpstreamTaskError                       a dependency did not complete
 ├── SerializationError                      a value couldn't be pickled or encoded
+├── StorageError                (OSError)   result storage couldn't be reached, read or written
+│   ├── ResultNotFound                      no record at that key, or it expired
+│   └── CorruptRecordError                  a record is torn, foreign, or fails its checksum
 ├── WorkerCrashed                           the runner lost the worker running a task
 ├── FailedRun / CrashedRun / CancelledRun   stand-ins raised by result() when no exception
 │                                           was recorded for a failed/crashed/cancelled run
@@ -34,6 +37,7 @@ from __future__ import annotations
 __all__ = (
     "CancelledRun",
     "ConfigurationError",
+    "CorruptRecordError",
     "CrashedRun",
     "DefinitionError",
     "FailedRun",
@@ -50,7 +54,9 @@ __all__ = (
     "PausedRun",
     "PrefectException",
     "ReservedArgumentError",
+    "ResultNotFound",
     "SerializationError",
+    "StorageError",
     "TaskRunTimeoutError",
     "TerminationSignal",
     "UnfinishedRun",
@@ -123,6 +129,22 @@ class UpstreamTaskError(FluvialError):
 
 class SerializationError(FluvialError):
     """A value could not be serialized or deserialized."""
+
+
+class StorageError(FluvialError, OSError):
+    """Result storage could not be reached, read or written; the message names the URL."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ResultNotFound(StorageError):
+    """No record exists at the requested key, or the record there has expired."""
+
+
+class CorruptRecordError(StorageError):
+    """A record exists but cannot be trusted: torn, foreign, or failing its checksum."""
 
 
 class WorkerCrashed(FluvialError):

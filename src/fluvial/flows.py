@@ -72,6 +72,9 @@ class Flow(Definition, Generic[P, R]):
         self.description = description or inspect.getdoc(fn)
         self.timeout_seconds = float(timeout_seconds) if timeout_seconds else None
         self.should_validate_parameters = validate_parameters
+        # As in Prefect: giving a storage or serializer implies persisting the flow's result.
+        if persist_result is None and (result_storage is not None or result_serializer is not None):
+            persist_result = True
         self.persist_result = persist_result
         self.result_storage = result_storage
         self.result_serializer = result_serializer

@@ -12,6 +12,7 @@ __all__ = ("NotSet", "Task", "exponential_backoff", "task")
 
 import copy
 import inspect
+import logging
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -32,8 +33,49 @@ if TYPE_CHECKING:
     from .futures import Future, FutureList
     from .states import State
 
+_logger = logging.getLogger("fluvial.tasks")
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _resolve_caching(
+    name: str,
+    policy: Any,
+    cache_key_fn: Callable[..., Any] | None,
+    persist_result: bool | None,
+    implied: tuple[Any, ...],
+) -> tuple[Any, bool | None]:
+    """Apply Prefect's rules: which cache policy a task uses and whether it persists.
+
+    ``cache_key_fn`` wins over ``cache_policy``; an explicit policy, key function, storage,
+    serializer or storage key implies persistence; ``persist_result=False`` means no caching;
+    no policy means ``DEFAULT``, or the storage key when ``result_storage_key`` is given.
+    """
+    from . import cache_policies
+
+    if cache_key_fn is not None:
+        if policy is not NotSet:
+            _logger.warning(
+                "task %r got both cache_policy and cache_key_fn; cache_key_fn is used", name
+            )
+        policy = cache_policies.CacheKeyFnPolicy(cache_key_fn)
+    no_cache = policy is cache_policies.NO_CACHE
+    if persist_result is None and (
+        (policy is not NotSet and not no_cache) or any(v is not None for v in implied)
+    ):
+        persist_result = True
+    storage_key = implied[0]
+    if persist_result is False:
+        if policy is not NotSet and not no_cache:
+            _logger.warning(
+                "task %r has persist_result=False, so its cache policy is not used", name
+            )
+        return cache_policies.NO_CACHE, False
+    if policy is NotSet:
+        return (None if storage_key is not None else cache_policies.DEFAULT), persist_result
+    if storage_key is not None and not no_cache:
+        return None, persist_result  # the rendered storage key is the cache key
+    return policy, persist_result
 
 
 def _task_key(fn: Callable[..., Any]) -> str:
@@ -107,13 +149,18 @@ class Task(Definition, Generic[P, R]):
         if retry_condition_fn is not None and not callable(retry_condition_fn):
             raise DefinitionError("retry_condition_fn must be callable")
         self.timeout_seconds = float(timeout_seconds) if timeout_seconds else None
-        self.cache_policy = cache_policy
         self.cache_key_fn = cache_key_fn
         self.cache_expiration = cache_expiration
-        self.persist_result = persist_result
         self.result_storage = result_storage
         self.result_serializer = result_serializer
         self.result_storage_key = result_storage_key
+        self.cache_policy, self.persist_result = _resolve_caching(
+            str(self.name),
+            cache_policy,
+            cache_key_fn,
+            persist_result,
+            implied=(result_storage_key, result_storage, result_serializer),
+        )
         self.cache_result_in_memory = cache_result_in_memory
         self.refresh_cache = refresh_cache
         self.log_prints = log_prints

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._config import run_config
 from .._runs import FlowRun
 from ..context import (
     FlowRunContext,
@@ -43,6 +44,8 @@ from ..exceptions import (
     DefinitionError,
     FlowRunTimeoutError,
     ParameterTypeError,
+    SerializationError,
+    StorageError,
     TerminationSignal,
     UpstreamTaskError,
 )
@@ -60,6 +63,7 @@ from ..states import (
     TimedOut,
     return_value_to_state,
 )
+from .caching import PersistedResult, PersistResult, plan_flow_results
 from .effects import CallFunction, Steps, WaitFor, drive_async, drive_sync
 from .lifecycle import call_hooks, crash_state, is_cancellation, note_failure, retry_wait
 from .naming import render_run_name
@@ -113,7 +117,9 @@ async def run_flow_async(
 def _outcome(run: FlowRun, state: State[Any], return_type: ReturnType) -> Any:
     if return_type == "state":
         return state
-    if state.data is DROPPED and state.type is StateType.COMPLETED:
+    if state.type is StateType.COMPLETED and (
+        state.data is DROPPED or type(state.data) is PersistedResult
+    ):
         value, run.return_value = run.return_value, None
         return value
     return state.result()
@@ -140,7 +146,11 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
         from ..logging.loggers import enable_print_capture
 
         enable_print_capture()
-    flow_token = _set_flow_context(FlowRunContext(flow, run, runner, parameters, log_prints))
+    persist = flow.persist_result
+    if persist is None:
+        persist = run_config().results_persist_by_default
+    flow_ctx = FlowRunContext(flow, run, runner, parameters, log_prints, persist)
+    flow_token = _set_flow_context(flow_ctx)
     task_token = _set_task_context(None)
     if flow.flow_run_name is not None:
         # Named inside the run's context: a naming callable may read fluvial.runtime.
@@ -176,7 +186,24 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
         _restore_sigterm(previous_sigterm)
         _reset_task_context(task_token)
         _reset_flow_context(flow_token)
+    if persist and state.type is StateType.COMPLETED:
+        state = yield from _persist(flow, run, state, logger)
     return (yield from _conclude(flow, run, state, logger))
+
+
+def _persist(
+    flow: Flow[..., Any], run: FlowRun, state: State[Any], logger: RunLoggerAdapter
+) -> Steps[State[Any]]:
+    value = run.return_value if state.data is DROPPED else state.data
+    try:
+        plan = plan_flow_results(flow)
+        state.data = yield PersistResult(plan, value)
+    except StorageError as exc:
+        return Failed(data=exc, message=f"Result storage failed: {exc}")
+    except SerializationError as exc:
+        logger.warning("the flow's result could not be persisted (%s); kept in memory only", exc)
+    run.return_value = value
+    return state
 
 
 def _drain(runner: TaskRunner) -> Steps[None]:

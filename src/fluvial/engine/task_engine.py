@@ -44,7 +44,14 @@ from ..context import (
     _reset_task_context,
     _set_task_context,
 )
-from ..exceptions import DefinitionError, TaskRunTimeoutError, UpstreamTaskError
+from ..exceptions import (
+    DefinitionError,
+    FluvialError,
+    SerializationError,
+    StorageError,
+    TaskRunTimeoutError,
+    UpstreamTaskError,
+)
 from ..logging.loggers import RunLoggerAdapter, enable_print_capture, task_run_logger
 from ..states import (
     DROPPED,
@@ -58,6 +65,7 @@ from ..states import (
     TimedOut,
     return_value_to_state,
 )
+from .caching import CacheLookup, PersistedResult, PersistResult, ResultPlan, plan_results
 from .effects import (
     CallFunction,
     Steps,
@@ -143,7 +151,9 @@ def run_generator_task_async(
 def _outcome(run: TaskRun, state: State[Any], return_type: ReturnType) -> Any:
     if return_type == "state":
         return state
-    if state.data is DROPPED and state.type is StateType.COMPLETED:
+    if state.type is StateType.COMPLETED and (
+        state.data is DROPPED or type(state.data) is PersistedResult
+    ):
         # The value was kept out of the state (cache_result_in_memory=False), but the direct
         # caller still gets it, as in Prefect.
         value, run.return_value = run.return_value, None
@@ -175,7 +185,8 @@ def task_steps(
         log_prints = flow_ctx.log_prints if flow_ctx is not None else False
     elif log_prints:
         enable_print_capture()
-    token = _set_task_context(TaskRunContext(task, run, parameters, log_prints))
+    ctx = TaskRunContext(task, run, parameters, log_prints)
+    token = _set_task_context(ctx)
     try:
         if task.task_run_name is not None:
             # Named inside the run's context: a naming callable may read fluvial.runtime.
@@ -183,8 +194,13 @@ def task_steps(
                 run.name = render_run_name(task.task_run_name, parameters)
             except DefinitionError as exc:
                 return _finish(run, Failed(data=exc, message=str(exc), state_details=_details(run)))
+        plan = _plan(task, run, ctx, flow_ctx)
         memo = flow_ctx._memo if flow_ctx is not None else None
-        if memo is None or flow_ctx is None:
+        if isinstance(plan, State):  # caching could not be set up: the run fails, saying why
+            state = plan
+        elif plan is not None:
+            state = yield from _cached_or_run(task, run, parameters, flow_ctx, plan)
+        elif memo is None or flow_ctx is None:
             state = yield from _attempt_loop(task, run, parameters, flow_ctx)
         else:
             state = yield from _replay_or_run(task, run, parameters, flow_ctx, memo)
@@ -198,6 +214,61 @@ def task_steps(
     finally:
         _reset_task_context(token)
     return state
+
+
+def _plan(
+    task: Task[..., Any], run: TaskRun, ctx: TaskRunContext, flow_ctx: FlowRunContext | None
+) -> ResultPlan | State[Any] | None:
+    if task.persist_result is False:
+        return None
+    try:
+        return plan_results(task, run, ctx, flow_ctx)
+    except (FluvialError, ValueError) as exc:
+        # Unhashable inputs with tasks_unhashable_inputs="error", a storage URL fsspec cannot
+        # use, SERIALIZABLE without a lock manager...
+        note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
+        return Failed(
+            data=exc, message=f"Caching could not be set up: {exc}", state_details=_details(run)
+        )
+
+
+def _cached_or_run(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    flow_ctx: FlowRunContext | None,
+    plan: ResultPlan,
+) -> Steps[State[Any]]:
+    try:
+        try:
+            record = yield CacheLookup(plan)
+        except StorageError as exc:
+            return _storage_failure(run, exc)
+        if record is not None:
+            data = PersistedResult(
+                plan.store, record.metadata.storage_key, record.result, plan.keep_in_memory
+            )
+            run.return_value = record.result
+            return Cached(data=data, state_details=_details(run))
+        state = yield from _attempt_loop(task, run, parameters, flow_ctx)
+        if state.type is StateType.COMPLETED:
+            value = run.return_value if state.data is DROPPED else state.data
+            try:
+                state.data = yield PersistResult(plan, value)
+            except StorageError as exc:
+                return _storage_failure(run, exc)
+            except SerializationError as exc:
+                _logger(run, flow_ctx).warning(
+                    "the result could not be persisted (%s); it is kept in memory only", exc
+                )
+            run.return_value = value
+        return state
+    finally:
+        plan.release()
+
+
+def _storage_failure(run: TaskRun, exc: BaseException) -> State[Any]:
+    return Failed(data=exc, message=f"Result storage failed: {exc}", state_details=_details(run))
 
 
 def _replay_or_run(

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 
-
 class _WorkerPool:
     """Threads that take jobs from one queue; ``max_workers`` of them busy at most."""
 
