@@ -37,6 +37,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._config import run_config
+from ..exceptions import ConfigurationError, CorruptRecordError, ResultNotFound
 from .effects import Effect
 
 if TYPE_CHECKING:
@@ -110,8 +112,6 @@ class ResultPlan:
 
     def lookup(self) -> ResultRecord | None:
         """Return the cached record for this run's key, or None on a miss (reason logged)."""
-        from ..exceptions import CorruptRecordError, ResultNotFound
-
         if self.key is None:
             return None
         if self.lock:
@@ -188,7 +188,6 @@ class PersistResult(Effect):
 
 def plan_flow_results(flow: Any) -> ResultPlan:
     """Return where a flow run's result is persisted (under a fresh key)."""
-    from .._config import run_config
     from ..storage import resolve_result_store
 
     config = run_config()
@@ -217,21 +216,15 @@ def plan_results(
         if flow_ctx is not None:
             persist = flow_ctx.persist_result
         else:
-            from .._config import run_config
-
             persist = run_config().results_persist_by_default
     if not persist:
         return None
-    from .._config import run_config
-
     config = run_config()
     key = _cache_key(task, run, ctx, flow_ctx, config.tasks_unhashable_inputs)
     policy = task.cache_policy
     serializable = _is_serializable(getattr(policy, "isolation_level", None))
     store = _store_for(task, flow_ctx, config, policy)
     if serializable and not store.supports_isolation_level("SERIALIZABLE"):
-        from ..exceptions import ConfigurationError
-
         raise ConfigurationError(
             f"task {task.name!r} asks for SERIALIZABLE isolation but its cache policy has no "
             "lock manager; configure one: INPUTS.configure(isolation_level='SERIALIZABLE', "
@@ -264,23 +257,35 @@ def _cache_key(
     flow_ctx: FlowRunContext | None,
     on_unhashable: str,
 ) -> str | None:
-    from ..cache_policies import CachePolicy
-
     policy = task.cache_policy
-    if isinstance(policy, CachePolicy):
+    if policy is not None:  # a CachePolicy (None: the storage key template is the key)
         flow_parameters = flow_ctx.parameters if flow_ctx is not None else {}
         try:
-            return policy.compute_key(
+            key: str | None = policy.compute_key(
                 task_ctx=ctx, inputs=run.parameters, flow_parameters=flow_parameters
             )
         except ValueError as exc:  # unhashable inputs
             if on_unhashable == "error":
                 raise
-            _logger.warning("%s; the task runs without caching", exc)
+            _warn_unhashable_once(task, exc)
             return None
+        return key
     if task.result_storage_key is not None:
         return _render_storage_key(task.result_storage_key, run.parameters)
     return None
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_unhashable_once(task: Task[..., Any], exc: ValueError) -> None:
+    # One warning per task and parameter: a task called in a loop should not flood the log.
+    marker = (task.task_key, str(getattr(exc, "parameter", "")))
+    if marker in _warned:
+        _logger.debug("%s; the task runs without caching", exc)
+        return
+    _warned.add(marker)
+    _logger.warning("%s; the task runs without caching", exc)
 
 
 def _render_storage_key(template: str, parameters: dict[str, Any]) -> str:
@@ -297,13 +302,30 @@ def _render_storage_key(template: str, parameters: dict[str, Any]) -> str:
 def _store_for(
     task: Task[..., Any], flow_ctx: FlowRunContext | None, config: Any, policy: Any
 ) -> ResultStore:
+    # Resolving a store parses its URL; a task's store only changes with its flow or the
+    # settings, so it is resolved once per (flow, settings) and kept on the task.
+    flow = flow_ctx.flow if flow_ctx is not None else None
+    cache: dict[tuple[int, int], tuple[Any, Any, ResultStore]]
+    cache = task.__dict__.setdefault("_fluvial_stores", {})
+    entry = cache.get((id(flow), id(config)))
+    # The objects are kept in the entry and compared: an id alone may be reused.
+    if entry is not None and entry[0] is flow and entry[1] is config:
+        return entry[2]
+    if len(cache) > 16:
+        cache.clear()
+    store = _resolve_store(task, flow, config, policy)
+    cache[(id(flow), id(config))] = (flow, config, store)
+    return store
+
+
+def _resolve_store(task: Task[..., Any], flow: Any, config: Any, policy: Any) -> ResultStore:
     from ..storage import resolve_result_store
 
     storage = task.result_storage
     serializer = task.result_serializer
-    if flow_ctx is not None:
-        storage = storage if storage is not None else flow_ctx.flow.result_storage
-        serializer = serializer if serializer is not None else flow_ctx.flow.result_serializer
+    if flow is not None:
+        storage = storage if storage is not None else flow.result_storage
+        serializer = serializer if serializer is not None else flow.result_serializer
     return resolve_result_store(
         storage if storage is not None else config.result_storage_url,
         serializer if serializer is not None else config.results_default_serializer,
