@@ -501,3 +501,40 @@ def test_file_lock_manager_with_threads(tmp_path: Path) -> None:
 
     assert many() == [1] * 4
     assert seen.calls == [1]
+
+
+def test_key_storage_splits_metadata_from_payloads(tmp_path: Path) -> None:
+    policy = INPUTS.configure(key_storage=str(tmp_path / "keys"))
+
+    @task(cache_policy=policy, result_storage=str(tmp_path / "payloads"))
+    def compute(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    assert compute(3) == {"x": 3}
+    keys = [p for p in (tmp_path / "keys").rglob("*") if p.is_file()]
+    payloads = [p for p in (tmp_path / "payloads").rglob("*") if p.is_file()]
+    assert len(keys) == 1
+    assert len(payloads) == 1
+    assert keys[0].name == payloads[0].name
+    assert b'"serializer"' in keys[0].read_bytes()  # metadata, readable as JSON
+    assert compute(3, return_state=True).name == "Cached"
+
+
+def test_json_serializer_on_a_flow_and_its_tasks(tmp_path: Path) -> None:
+    import datetime
+    import uuid
+
+    @task(persist_result=True)
+    def make() -> dict[str, Any]:
+        return {"when": datetime.date(2026, 11, 22), "id": uuid.UUID(int=7), "tags": {"a"}}
+
+    @flow(result_storage=str(tmp_path), result_serializer="json")
+    def my_flow() -> dict[str, Any]:
+        return make()
+
+    state = my_flow(return_state=True)
+    restored = pickle.loads(pickle.dumps(state)).result()
+    assert restored == {"when": datetime.date(2026, 11, 22), "id": uuid.UUID(int=7), "tags": {"a"}}
+    stored = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(stored) == 2  # the task's result and the flow's
+    assert all(b'"serializer":"json"' in data.replace(b" ", b"") for data in stored)
