@@ -9,10 +9,13 @@ importing it. Otherwise it reads :func:`fluvial.settings.get_current_settings`, 
 
 from __future__ import annotations
 
-__all__ = ("RunConfig", "run_config")
+__all__ = ("RunConfig", "run_config", "use_config")
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ class RunConfig:
     logging_setup: bool = True
 
 
+# Set on workers: the settings of the flow process that sent the task win over the worker's.
+_shipped: ContextVar[RunConfig | None] = ContextVar("fluvial.shipped_config", default=None)
 _defaults: RunConfig | None = None
 _unconfigured: bool | None = None
 _converted: tuple[Any, RunConfig] | None = None
@@ -39,6 +44,9 @@ _converted: tuple[Any, RunConfig] | None = None
 
 def run_config() -> RunConfig:
     """Return the settings in effect for a run starting now."""
+    shipped = _shipped.get()
+    if shipped is not None:
+        return shipped
     if "fluvial.settings" not in sys.modules and _nothing_configured():
         return _default_config()
     from .settings import get_current_settings
@@ -88,3 +96,13 @@ def _from_settings(settings: Any) -> RunConfig:
     )
     _converted = (settings, config)
     return config
+
+
+@contextmanager
+def use_config(config: RunConfig) -> Iterator[None]:
+    """Run the block with *config* in effect (workers use the submitting process's settings)."""
+    token = _shipped.set(config)
+    try:
+        yield
+    finally:
+        _shipped.reset(token)

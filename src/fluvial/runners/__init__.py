@@ -1,12 +1,23 @@
 """Task runners: where submitted task runs execute.
 
-``ThreadPoolTaskRunner`` (the default) is always available. The process, Dask and Ray runners
-arrive with their own modules and extras.
+``ThreadPoolTaskRunner`` (the default) runs tasks on threads of the flow process;
+``ProcessPoolTaskRunner`` on worker processes of this machine.
 """
 
 from __future__ import annotations
 
-__all__ = ("ConcurrentTaskRunner", "TaskRunner", "ThreadPoolTaskRunner")
+__all__ = ("ConcurrentTaskRunner", "ProcessPoolTaskRunner", "TaskRunner", "ThreadPoolTaskRunner")
+
+from typing import Any
 
 from .base import TaskRunner
 from .thread import ConcurrentTaskRunner, ThreadPoolTaskRunner
+
+
+def __getattr__(name: str) -> Any:
+    # The process runner imports multiprocessing machinery: load it on first use only.
+    if name == "ProcessPoolTaskRunner":
+        from .process import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner
+    raise AttributeError(f"module 'fluvial.runners' has no attribute {name!r}")
