@@ -8,7 +8,8 @@ sample, so the min–max spread printed next to each median shows how noisy the 
 
 Each side is timed as a whole call (flow call vs. the equivalent plain code, executor lifetime
 and ``asyncio.run`` included on both sides), so nothing fluvial does per flow run is hidden.
-Start-up costs need a fresh interpreter and are measured in subprocesses.
+Start-up costs need a fresh interpreter and are measured in subprocesses. Caching and
+result persistence rows live in :mod:`benchmarks.caching` and are run from :func:`run_all`.
 
 fluvial is imported lazily, inside each benchmark, so a broken or half-written package turns a
 row into ERROR instead of hiding the whole table.
@@ -16,7 +17,7 @@ row into ERROR instead of hiding the whole table.
 
 from __future__ import annotations
 
-__all__ = ("Config", "Result", "format_table", "run_all", "to_json")
+__all__ = ("Config", "Result", "Skipped", "format_table", "run_all", "to_json")
 
 import asyncio
 import gc
@@ -79,6 +80,12 @@ class Config:
     fanout_n: int = 10_000
     async_n: int = 10_000
     workers: int = DEFAULT_WORKERS
+    cache_hit_n: int = 2_000  # memory:// and local disk
+    s3_hit_n: int = 200
+    cache_miss_n: int = 500
+    s3_miss_n: int = 50
+    persist_n: int = 20
+    persist_bytes: int = 1_000_000
     quick: bool = False
 
     @classmethod
@@ -90,8 +97,17 @@ class Config:
             sequential_n=2_000,
             fanout_n=1_000,
             async_n=1_000,
+            cache_hit_n=500,
+            s3_hit_n=50,
+            cache_miss_n=100,
+            s3_miss_n=20,
+            persist_n=10,
             quick=True,
         )
+
+
+class Skipped(Exception):
+    """Raised by a benchmark that cannot run here; the message is printed as the row's result."""
 
 
 @dataclass
@@ -100,11 +116,12 @@ class Result:
 
     name: str
     unit: str
-    budget: float
-    checks: Literal["value", "ratio"]  # which number the budget applies to
+    budget: float | None  # None: reported, not budgeted
+    checks: Literal["value", "ratio"]  # which number the budget applies to, and if a ratio shows
     samples: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None
 
     @property
     def value(self) -> float | None:
@@ -125,10 +142,14 @@ class Result:
 
     @property
     def status(self) -> str:
-        """Return PASS, OVER or ERROR."""
+        """Return PASS, OVER, report (no budget), ERROR or why the row was skipped."""
+        if self.skipped is not None:
+            return self.skipped
         measured = self.ratio if self.checks == "ratio" else self.value
         if self.error is not None or measured is None:
             return "ERROR"
+        if self.budget is None:
+            return "report"
         return "PASS" if measured <= self.budget else "OVER"
 
 
@@ -143,14 +164,27 @@ def _time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _time_pair(subject: Callable[[], object], baseline: Callable[[], object], n: int) -> Samples:
-    """Time *subject* and *baseline* alternately *n* times each, after one warm-up each."""
+def _time_pair(
+    subject: Callable[[], object],
+    baseline: Callable[[], object],
+    n: int,
+    reset: Callable[[], object] | None = None,
+) -> Samples:
+    """Time *subject* and *baseline* alternately *n* times each, after one warm-up each.
+
+    *reset*, if given, runs untimed before every call (to delete what the last call wrote).
+    """
+    before = reset or _noop
+    before()
     subject()
+    before()
     baseline()
     subject_s: list[float] = []
     baseline_s: list[float] = []
     for _ in range(n):
+        before()
         subject_s.append(_time_once(subject))
+        before()
         baseline_s.append(_time_once(baseline))
     return subject_s, baseline_s
 
@@ -303,16 +337,22 @@ def _rows(config: Config) -> list[tuple[Result, Callable[[Config], Samples]]]:
 
 def run_all(config: Config, progress: Callable[[str], object] | None = None) -> list[Result]:
     """Run every benchmark; a benchmark that raises becomes an ERROR row, not a crash."""
+    from .caching import Backends, caching_rows  # caching imports this module: not at the top
+
     results = []
-    for result, bench in _rows(config):
-        if progress is not None:
-            progress(result.name)
-        # Report a failure and go on: one broken row must not hide the rest of the table.
-        try:
-            result.samples, result.baseline = bench(config)
-        except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-        results.append(result)
+    # The backends (a moto S3 server among them) live until the last caching row is done.
+    with Backends() as backends:
+        for result, bench in [*_rows(config), *caching_rows(config, backends)]:
+            if progress is not None:
+                progress(result.name)
+            # Report a failure and go on: one broken row must not hide the rest of the table.
+            try:
+                result.samples, result.baseline = bench(config)
+            except Skipped as exc:
+                result.skipped = str(exc)
+            except Exception as exc:
+                result.error = f"{type(exc).__name__}: {exc}"
+            results.append(result)
     return results
 
 
@@ -337,13 +377,14 @@ def _cells(result: Result) -> list[str]:
     """Return the table cells of one row."""
     unit = "×" if result.checks == "ratio" else f" {result.unit.split('/')[0]}"
     ratio = "—" if result.ratio is None else f"{result.ratio:.2f}×"
+    budget = "report only" if result.budget is None else f"≤ {result.budget:g}{unit}"
     return [
         result.name,
         result.unit,
         _fmt_samples(result.samples),
         _fmt_samples(result.baseline),
         ratio,
-        f"≤ {result.budget:g}{unit}",
+        budget,
         result.status,
     ]
 

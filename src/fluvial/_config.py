@@ -29,6 +29,7 @@ class RunConfig:
     results_default_serializer: str = "pickle"
     result_storage_url: str = ""
     tasks_refresh_cache: bool = False
+    tasks_default_persist_result: bool | None = None
     tasks_unhashable_inputs: str = "warn"
     thread_pool_max_workers: int = 64
     logging_level: str = "INFO"
@@ -89,6 +90,7 @@ def _from_settings(settings: Any) -> RunConfig:
         results_default_serializer=settings.results_default_serializer,
         result_storage_url=settings.result_storage_url,
         tasks_refresh_cache=settings.tasks_refresh_cache,
+        tasks_default_persist_result=settings.tasks_default_persist_result,
         tasks_unhashable_inputs=settings.tasks_unhashable_inputs,
         thread_pool_max_workers=settings.thread_pool_max_workers,
         logging_level=settings.logging_level,

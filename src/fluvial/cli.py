@@ -160,7 +160,9 @@ def _config_view(args: argparse.Namespace) -> int:
         if source == "default" and not args.show_defaults:
             continue
         suffix = f"  (from {source})" if args.show_sources else ""
-        _out(f"{env_name(field)} = {format_value(value)}{suffix}")
+        # TOML has no null: an unset optional setting is shown as a comment.
+        shown = "# unset" if value is None else format_value(value)
+        _out(f"{env_name(field)} = {shown}{suffix}")
     return 0
 
 

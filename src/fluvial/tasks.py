@@ -8,7 +8,7 @@ docs/porting-from-prefect.md.
 
 from __future__ import annotations
 
-__all__ = ("NotSet", "Task", "exponential_backoff", "task")
+__all__ = ("NotSet", "Task", "exponential_backoff", "task", "task_input_hash")
 
 import copy
 import inspect
@@ -337,3 +337,19 @@ def task(__fn: Callable[P, R] | None = None, **options: Any) -> Any:
         return Task(fn, **options)
 
     return decorate
+
+
+def task_input_hash(context: Any, arguments: dict[str, Any]) -> str | None:
+    """Prefect's legacy ``cache_key_fn``: a key from the task's identity, code and inputs.
+
+    Unlike the ``DEFAULT`` policy it leaves the run id out, so a result is reused across flow
+    runs. Returns None (no caching) when an argument cannot be hashed.
+    """
+    from ._hashing import UnhashableInputError, stable_hash
+
+    task_obj = context.task
+    code = getattr(task_obj.fn, "__code__", None)
+    try:
+        return stable_hash(task_obj.task_key, code.co_code.hex() if code else "", arguments)
+    except UnhashableInputError:
+        return None

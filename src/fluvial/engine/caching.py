@@ -213,10 +213,15 @@ def plan_results(
     """Return the run's result plan, or None when it neither persists nor caches."""
     persist = task.persist_result
     if persist is None:
-        if flow_ctx is not None:
-            persist = flow_ctx.persist_result
-        else:
-            persist = run_config().results_persist_by_default
+        # Order as in Prefect: the task's own setting, the tasks default, the flow's choice.
+        config = run_config()
+        persist = config.tasks_default_persist_result
+        if persist is None:
+            persist = (
+                flow_ctx.persist_result
+                if flow_ctx is not None
+                else config.results_persist_by_default
+            )
     if not persist:
         return None
     config = run_config()

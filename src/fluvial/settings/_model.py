@@ -83,6 +83,13 @@ class SettingsValues(BaseModel):
         default=False,
         description="Persist every task and flow result unless persist_result=False says not to.",
     )
+    tasks_default_persist_result: bool | None = Field(
+        default=None,
+        description=(
+            "Whether tasks persist their results when the task itself does not say; unset "
+            "means inherit from the flow (Prefect's PREFECT_TASKS_DEFAULT_PERSIST_RESULT)."
+        ),
+    )
     tasks_refresh_cache: bool = Field(
         default=False,
         description="Ignore cached results and run every cached task again, refreshing its cache.",

@@ -42,6 +42,7 @@ def resolve_result_store(
             lock_manager=lock_manager,
             cache_result_in_memory=cache_result_in_memory,
         )
+    _refuse_block_slug(storage)
     keep = True if cache_result_in_memory is None else cache_result_in_memory
     options = (metadata_storage, serializer or "pickle", lock_manager, keep, storage_options)
     key = _reuse_key(storage or default_result_storage(), *options)
@@ -73,3 +74,35 @@ def _reuse_key(*parts: Any) -> tuple[Any, ...] | None:
         except TypeError:
             return None
     return parts
+
+
+# Prefect's storage block types: a "type/name" string naming one is a saved block in Prefect,
+# which fluvial has no server to load from; it would otherwise silently become a local folder.
+_BLOCK_TYPES = (
+    "local-file-system",
+    "remote-file-system",
+    "s3-bucket",
+    "s3",
+    "gcs-bucket",
+    "gcs",
+    "azure-blob-storage",
+    "azure",
+    "smb",
+    "github",
+    "gitlab-repository",
+)
+
+
+def _refuse_block_slug(storage: Any) -> None:
+    if not isinstance(storage, str) or storage.count("/") != 1 or "://" in storage:
+        return
+    block_type = storage.split("/", 1)[0]
+    if block_type in _BLOCK_TYPES:
+        from ..exceptions import ConfigurationError
+
+        raise ConfigurationError(
+            f"result_storage={storage!r} looks like a Prefect block slug; fluvial has no block "
+            "server. Pass the location itself: a URL such as 's3://bucket/prefix' (credentials "
+            "via ResultStore.from_url(url, key=..., secret=...)), a local path, or a "
+            "LocalFileSystem/RemoteFileSystem object"
+        )
