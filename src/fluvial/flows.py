@@ -163,6 +163,12 @@ class Flow(Definition, Generic[P, R]):
         bound._lazy = self._lazy.setdefault(f"bound:{id(target)}", {})
         return bound
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The parameter validator is a class built at run time: rebuilt where it is needed.
+        state = dict(self.__dict__)
+        state["_lazy"] = {}
+        return state
+
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
 

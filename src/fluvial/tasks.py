@@ -273,6 +273,12 @@ class Task(Definition, Generic[P, R]):
         bound.fn, bound._signature = self._method.bind(self.fn, target)
         return bound
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Stores resolved for this process stay here: a worker resolves its own.
+        state = dict(self.__dict__)
+        state.pop("_fluvial_stores", None)
+        return state
+
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
 
