@@ -538,3 +538,24 @@ def test_json_serializer_on_a_flow_and_its_tasks(tmp_path: Path) -> None:
     stored = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     assert len(stored) == 2  # the task's result and the flow's
     assert all(b'"serializer":"json"' in data.replace(b" ", b"") for data in stored)
+
+
+def test_a_result_store_keeps_its_own_serializer(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path), serializer="json")
+
+    @task(result_storage=store, result_storage_key="value.json")
+    def compute() -> dict[str, int]:
+        return {"a": 1}
+
+    assert compute() == {"a": 1}
+    assert b'"serializer":"json"' in (tmp_path / "value.json").read_bytes().replace(b" ", b"")
+
+
+def test_default_storage_follows_temporary_settings(tmp_path: Path) -> None:
+    @task(persist_result=True, result_storage_key="here.bin")
+    def compute() -> int:
+        return 1
+
+    with temporary_settings(results_default_storage=str(tmp_path / "elsewhere")):
+        assert compute() == 1
+    assert (tmp_path / "elsewhere" / "here.bin").exists()

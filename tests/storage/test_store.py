@@ -129,7 +129,10 @@ def test_importing_fluvial_imports_neither_storage_nor_fsspec() -> None:
 def test_default_storage_follows_fluvial_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from fluvial.settings import reload_settings
+
     monkeypatch.setenv("FLUVIAL_HOME", str(tmp_path))
+    reload_settings()  # settings are read once; a changed environment is seen after a reload
     assert default_result_storage() == os.path.join(tmp_path, "storage")
     store = ResultStore()
     store.write(1, key="k")

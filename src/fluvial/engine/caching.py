@@ -188,12 +188,15 @@ class PersistResult(Effect):
 
 def plan_flow_results(flow: Any) -> ResultPlan:
     """Return where a flow run's result is persisted (under a fresh key)."""
-    from ..storage import resolve_result_store
+    from ..storage import ResultStore, resolve_result_store
 
     config = run_config()
+    serializer = flow.result_serializer
+    if serializer is None and not isinstance(flow.result_storage, ResultStore):
+        serializer = config.results_default_serializer  # a ResultStore keeps its own
     store = resolve_result_store(
         flow.result_storage if flow.result_storage is not None else config.result_storage_url,
-        flow.result_serializer or config.results_default_serializer,
+        serializer,
         cache_result_in_memory=flow.cache_result_in_memory,
     )
     return ResultPlan(
@@ -287,10 +290,10 @@ def _warn_unhashable_once(task: Task[..., Any], exc: ValueError) -> None:
     # One warning per task and parameter: a task called in a loop should not flood the log.
     marker = (task.task_key, str(getattr(exc, "parameter", "")))
     if marker in _warned:
-        _logger.debug("%s; the task runs without caching", exc)
+        _logger.debug("%s The task runs without caching.", exc)
         return
     _warned.add(marker)
-    _logger.warning("%s; the task runs without caching", exc)
+    _logger.warning("%s The task runs without caching.", exc)
 
 
 def _render_storage_key(template: str, parameters: dict[str, Any]) -> str:
@@ -324,16 +327,18 @@ def _store_for(
 
 
 def _resolve_store(task: Task[..., Any], flow: Any, config: Any, policy: Any) -> ResultStore:
-    from ..storage import resolve_result_store
+    from ..storage import ResultStore, resolve_result_store
 
     storage = task.result_storage
     serializer = task.result_serializer
     if flow is not None:
         storage = storage if storage is not None else flow.result_storage
         serializer = serializer if serializer is not None else flow.result_serializer
+    if serializer is None and not isinstance(storage, ResultStore):
+        serializer = config.results_default_serializer  # a ResultStore keeps its own
     return resolve_result_store(
         storage if storage is not None else config.result_storage_url,
-        serializer if serializer is not None else config.results_default_serializer,
+        serializer,
         metadata_storage=getattr(policy, "key_storage", None),
         lock_manager=getattr(policy, "lock_manager", None),
         cache_result_in_memory=task.cache_result_in_memory,

@@ -53,9 +53,10 @@ StorageLike: TypeAlias = "str | os.PathLike[str] | SupportsFsspec | Any"
 
 
 def default_result_storage() -> str:
-    """Return ``$FLUVIAL_HOME/storage`` (``~/.fluvial/storage``), read at call time."""
-    home = os.environ.get("FLUVIAL_HOME") or "~/.fluvial"
-    return os.path.join(os.path.expanduser(home), "storage")
+    """Return the default result storage in effect (``<FLUVIAL_HOME>/storage`` unless set)."""
+    from .._config import run_config
+
+    return run_config().result_storage_url
 
 
 def validate_key(key: str) -> str:

@@ -114,7 +114,9 @@ class CompressedSerializer:
     times slower to compress, and results are compressed on the task's own critical path.
     """
 
-    def __init__(self, serializer: Serializer, *, level: int = 6) -> None:
+    def __init__(self, serializer: Serializer | str, *, level: int = 6) -> None:
+        if isinstance(serializer, str):
+            serializer = get_serializer(serializer)
         self.serializer = serializer
         self.level = level
         self.name = f"compressed/{serializer.name}"
