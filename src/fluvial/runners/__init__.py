@@ -6,7 +6,14 @@
 
 from __future__ import annotations
 
-__all__ = ("ConcurrentTaskRunner", "ProcessPoolTaskRunner", "TaskRunner", "ThreadPoolTaskRunner")
+__all__ = (
+    "ConcurrentTaskRunner",
+    "DaskTaskRunner",
+    "ProcessPoolTaskRunner",
+    "RayTaskRunner",
+    "TaskRunner",
+    "ThreadPoolTaskRunner",
+)
 
 from typing import Any
 
@@ -20,4 +27,13 @@ def __getattr__(name: str) -> Any:
         from .process import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner
+    if name == "DaskTaskRunner":
+        from .dask import DaskTaskRunner
+
+        return DaskTaskRunner
+    if name == "RayTaskRunner":
+        # fluvial.runners.ray imports Ray itself only when a runner is entered.
+        from .ray import RayTaskRunner
+
+        return RayTaskRunner
     raise AttributeError(f"module 'fluvial.runners' has no attribute {name!r}")

@@ -27,6 +27,7 @@ import logging
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +168,7 @@ def run_payload(payload: TaskPayload) -> RemoteOutcome:
             state = asyncio.run(run_task_async(task, payload.parameters, None, "state", run))
         else:
             state = run_task_sync(task, payload.parameters, None, "state", run)
-    return RemoteOutcome(_portable(state), run.run_count, run.name, logs)
+    return RemoteOutcome(_portable(state, str(task.name)), run.run_count, run.name, logs)
 
 
 @contextmanager
@@ -201,23 +202,26 @@ def _hydrated(payload: TaskPayload) -> Iterator[None]:
     finally:
         if flow_token is not None:
             _reset_flow_context(flow_token)
+            runner.__exit__(None, None, None)  # waits for anything the task submitted
         _tags.reset(tags_token)
 
 
+_capturing: ContextVar[object | None] = ContextVar("fluvial.log_capture", default=None)
+
+
 class _LogCapture(logging.Handler):
-    """Collects the records of fluvial's run loggers emitted by this thread."""
+    """Collects the records of fluvial's run loggers emitted within this run's context.
+
+    Matching on the context rather than the thread also catches records from the helper
+    thread a sync task with a timeout runs on (it runs in a copy of this context).
+    """
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        import threading
-
-        self.thread = threading.get_ident()
         self.records: list[dict[str, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        import threading
-
-        if threading.get_ident() != self.thread:
+        if _capturing.get() is not self:
             return
         data = dict(record.__dict__)
         data["msg"] = record.getMessage()
@@ -236,25 +240,34 @@ def _capture_logs() -> Iterator[list[dict[str, Any]]]:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     logger.addHandler(handler)
+    token = _capturing.set(handler)
     try:
         yield handler.records
     finally:
+        _capturing.reset(token)
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
 
 
-def _portable(state: State[Any]) -> State[Any]:
-    """Make sure the state can be pickled back; an unpicklable value becomes a clear failure."""
+def _portable(state: State[Any], task_name: str) -> State[Any]:
+    """Make sure the state can travel back; an unpicklable value becomes a clear failure.
+
+    Exceptions are also unpickled here: one that pickles but cannot be rebuilt (its
+    ``__init__`` takes other arguments than it passes to ``Exception``) would otherwise fail
+    in the flow process, where the traceback is lost.
+    """
     import cloudpickle
 
     try:
-        cloudpickle.dumps(state.data)
+        data = cloudpickle.dumps(state.data)
+        if isinstance(state.data, BaseException):
+            cloudpickle.loads(data)
         return state
     except Exception as exc:
         what = "exception" if isinstance(state.data, BaseException) else "return value"
         detail = "".join(traceback.format_exception(state.data)) if what == "exception" else ""
         error = SerializationError(
-            f"the task's {what} ({type(state.data).__name__}) cannot be pickled to send it back "
+            f"task {task_name!r}: its {what} ({type(state.data).__name__}) cannot be sent back "
             f"from the worker: {exc}. Return plain data, or persist the result "
             f"(persist_result=True) so only a reference travels.\n{detail}"
         )

@@ -29,7 +29,7 @@ from ..engine.resolve import needs_resolution, resolve_parameters, unfinished_up
 from ..engine.task_engine import new_task_run
 from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import Future
-from ..states import Failed, NotReady, State
+from ..states import Cancelled, Failed, NotReady, State
 from ._remote import (
     RemoteOutcome,
     capture_submission,
@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from .._runs import TaskRun
     from ..tasks import Task
 
-# How long past a task's own timeout the flow process waits before ending a stuck worker.
-_HARD_TIMEOUT_GRACE = 5.0
+# How long past a task's own time limits the flow process waits before ending a stuck worker:
+# room for cache lookups, lock waits and persisting the result.
+_HARD_TIMEOUT_GRACE = 30.0
 
 
 def _worker_main(conn: Connection) -> None:
@@ -85,6 +86,7 @@ class _Worker:
 
     def run(self, message: bytes, limit: float | None) -> bytes | None:
         """Send one run and wait for its outcome; None if the worker died or was ended."""
+        ready: list[Any] = []
         try:
             self.conn.send_bytes(message)
             ready = wait([self.conn, self.process.sentinel], timeout=limit)
@@ -93,7 +95,7 @@ class _Worker:
                 return data
         except (EOFError, OSError):
             pass
-        if not ready:  # past the hard timeout: end the stuck worker
+        if not ready and self.process.is_alive():  # past the hard timeout: end the stuck worker
             self.stop()
         return None
 
@@ -122,7 +124,7 @@ class _Worker:
 class _Job:
     """One submitted run on its way to a worker."""
 
-    __slots__ = ("future", "parameters", "run", "submission", "task", "wait_for")
+    __slots__ = ("future", "parameters", "run", "started", "submission", "task", "wait_for")
 
     def __init__(
         self,
@@ -133,6 +135,7 @@ class _Job:
         future: Future[Any],
     ) -> None:
         self.submission = capture_submission()  # in the submitting thread, for its context
+        self.started = False
         self.task = task
         self.run = run
         self.parameters = parameters
@@ -183,19 +186,27 @@ class ProcessPoolTaskRunner(TaskRunner):
         """Stop the workers; after a crash, cancel runs that have not started."""
         super().__exit__(exc_type, *rest)
         if exc_type is not None:
-            for job in list(self._pending.values()):
-                self._finish(
-                    job,
-                    crashed_outcome(job.run, "the flow run ended before this task run finished"),
-                )
+            self._abandon()
         for _ in self._feeders:
             self._queue.put(None)
         for thread in self._feeders:
             thread.join(timeout=None if exc_type is None else 5)
-        for worker in self._workers:
+        for worker in list(self._workers):
             worker.stop()
         self._feeders.clear()
         self._workers.clear()
+
+    def _abandon(self) -> None:
+        # The flow run is over (crash, cancel, timeout): runs still queued are cancelled, runs
+        # on workers crash with them, and the workers are ended at once so no feeder waits.
+        for job in list(self._pending.values()):
+            if job.started:
+                state = crashed_outcome(job.run, "the flow run ended while this task ran")
+            else:
+                state = Cancelled(message="The flow run ended before this task run started.")
+            self._finish(job, state)
+        for worker in list(self._workers):
+            worker.stop()
 
     def submit(
         self,
@@ -250,9 +261,8 @@ class ProcessPoolTaskRunner(TaskRunner):
         if isinstance(message, State):
             self._finish(job, message)
             return worker
-        timeout = job.task.timeout_seconds
-        limit = None if timeout is None else timeout * (job.task.retries + 1) + _HARD_TIMEOUT_GRACE
-        data = worker.run(message, limit)
+        job.started = True
+        data = worker.run(message, _hard_limit(job.task))
         if data is None:
             reason = worker.describe_death()
             self._forget(worker)
@@ -338,6 +348,23 @@ class ProcessPoolTaskRunner(TaskRunner):
 
     def __repr__(self) -> str:
         return f"ProcessPoolTaskRunner(max_workers={self.max_workers})"
+
+
+def _hard_limit(task: Task[..., Any]) -> float | None:
+    """Return the seconds after which a worker running *task* is stuck, or None for no limit.
+
+    The task's engine enforces ``timeout_seconds`` itself; this only catches a worker that is
+    wedged (in C code holding the GIL, say), allowing every attempt its full timeout and the
+    longest possible retry delays.
+    """
+    timeout = task.timeout_seconds
+    if timeout is None:
+        return None
+    from ..engine.retries import retry_delay
+
+    jitter = 1.0 + (task.retry_jitter_factor or 0.0)
+    delays = sum(retry_delay(task._retry_delays, n) for n in range(1, task.retries + 1))
+    return timeout * (task.retries + 1) + delays * jitter + _HARD_TIMEOUT_GRACE
 
 
 def _pickling_error(task: Task[..., Any], parameters: dict[str, Any], exc: Exception) -> Exception:

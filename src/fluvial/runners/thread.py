@@ -45,6 +45,7 @@ class _WorkerPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stepped_aside = 0
+        self._closed = False
         self._numbers = itertools.count()
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -56,6 +57,10 @@ class _WorkerPool:
             self._grow()
 
     def _grow(self) -> None:
+        # Called with the lock held. After shutdown began no thread may start: it would take
+        # a stop marker meant for one of the threads shutdown is joining.
+        if self._closed:
+            return
         if len(self._threads) - self._stepped_aside < self.max_workers:
             thread = threading.Thread(
                 target=self._work, name=f"{self._name}-{next(self._numbers)}", daemon=True
@@ -114,6 +119,7 @@ class _WorkerPool:
     def shutdown(self, wait: bool) -> None:
         """Stop the workers once the queue is empty; join them when *wait*."""
         with self._lock:
+            self._closed = True
             threads = list(self._threads)
         for _ in threads:
             self._queue.put(None)

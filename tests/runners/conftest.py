@@ -1,0 +1,97 @@
+"""Cluster fixtures shared by the runner tests, each started once per session: a local Ray, a
+Dask LocalCluster, and a Dask scheduler and worker started as separate processes (reached by
+address, as a user's existing cluster would be).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import distributed
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the session; runners must reuse it and never shut it down."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, namespace="fluvial-tests")
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[distributed.LocalCluster]:
+    """Two single-threaded worker processes; a worker that dies fails its task at once."""
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+    ):
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dask scheduler`` and ``dask worker`` as separate processes; yields the address."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("dask-cli")
+    commands = {
+        "scheduler": ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        "worker": [
+            "worker", address, "--host", "127.0.0.1", "--nthreads", "2", "--nworkers", "1",
+            "--no-dashboard", "--resources", "SPECIAL=1",
+        ],
+    }  # fmt: skip
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, args in commands.items():
+            with open(logs / f"{name}.log", "wb") as log:
+                processes.append(
+                    subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log, stderr=log)
+                )
+        _wait_until_ready(address, logs)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_ready(address: str, logs: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with distributed.Client(address, timeout=2, set_as_default=False) as client:
+                client.wait_for_workers(1, timeout=max(1, deadline - time.monotonic()))
+                return
+        except (OSError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                output = "\n".join(p.read_text() for p in sorted(logs.iterdir()))
+                pytest.fail(f"the dask CLI cluster did not start: {exc}\n{output}")
+            time.sleep(0.2)
