@@ -128,13 +128,13 @@ def flaky() -> int:
 
 @task(timeout_seconds=0.5)
 def sleeps_too_long() -> str:
-    time.sleep(5)
+    time.sleep(30)
     return "woke up"
 
 
 @task(timeout_seconds=0.5)
 async def sleeps_too_long_async() -> str:
-    await asyncio.sleep(5)
+    await asyncio.sleep(30)
     return "woke up"
 
 
@@ -349,7 +349,7 @@ def test_retries_and_timeouts_happen_on_the_worker(runner: RayTaskRunner) -> Non
         assert future.state.name == "TimedOut"
         with pytest.raises(TaskRunTimeoutError):
             future.result()
-    assert time.monotonic() - started < 4.5  # reported on time, not after the 5 s sleep
+    assert time.monotonic() - started < 20  # reported on time, not after the 30 s sleep
 
 
 def test_worker_logs_are_replayed_in_order(
