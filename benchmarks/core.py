@@ -86,6 +86,11 @@ class Config:
     s3_miss_n: int = 50
     persist_n: int = 20
     persist_bytes: int = 1_000_000
+    process_n: int = 1_000
+    dask_n: int = 1_000
+    ray_n: int = 1_000
+    chain_depth: int = 100
+    runner_repeats: int = 5  # each sample costs ~1 s on a cluster; the table must stay short
     quick: bool = False
 
     @classmethod
@@ -102,6 +107,10 @@ class Config:
             cache_miss_n=100,
             s3_miss_n=20,
             persist_n=10,
+            process_n=200,
+            dask_n=200,
+            ray_n=200,
+            runner_repeats=3,
             quick=True,
         )
 
@@ -337,22 +346,37 @@ def _rows(config: Config) -> list[tuple[Result, Callable[[Config], Samples]]]:
 
 def run_all(config: Config, progress: Callable[[str], object] | None = None) -> list[Result]:
     """Run every benchmark; a benchmark that raises becomes an ERROR row, not a crash."""
-    from .caching import Backends, caching_rows  # caching imports this module: not at the top
+    # Both import this module, so they are imported here rather than at the top.
+    from .caching import Backends, caching_rows
+    from .runners import Clusters, runner_rows
 
-    results = []
-    # The backends (a moto S3 server among them) live until the last caching row is done.
+    # The backends (a moto S3 server among them) live until the last caching row is done,
+    # and the clusters until the last runner row: one group's servers never share the CPUs.
     with Backends() as backends:
-        for result, bench in [*_rows(config), *caching_rows(config, backends)]:
-            if progress is not None:
-                progress(result.name)
-            # Report a failure and go on: one broken row must not hide the rest of the table.
-            try:
-                result.samples, result.baseline = bench(config)
-            except Skipped as exc:
-                result.skipped = str(exc)
-            except Exception as exc:
-                result.error = f"{type(exc).__name__}: {exc}"
-            results.append(result)
+        results = _run_rows([*_rows(config), *caching_rows(config, backends)], config, progress)
+    with Clusters() as clusters:
+        results += _run_rows(runner_rows(config, clusters), config, progress)
+    return results
+
+
+def _run_rows(
+    rows: list[tuple[Result, Callable[[Config], Samples]]],
+    config: Config,
+    progress: Callable[[str], object] | None,
+) -> list[Result]:
+    """Fill each row with its benchmark's samples, or with why it was skipped or failed."""
+    results = []
+    for result, bench in rows:
+        if progress is not None:
+            progress(result.name)
+        # Report a failure and go on: one broken row must not hide the rest of the table.
+        try:
+            result.samples, result.baseline = bench(config)
+        except Skipped as exc:
+            result.skipped = str(exc)
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+        results.append(result)
     return results
 
 
@@ -404,7 +428,8 @@ def _header(config: Config) -> str:
         f"fluvial {_fluvial_version()} · {platform.python_implementation()} "
         f"{platform.python_version()} · {platform.system()} {platform.machine()} · "
         f"{os.cpu_count()} CPUs · {mode} run, {config.repeats} repeats "
-        f"({config.subprocess_repeats} for fresh processes) · median [min–max]"
+        f"({config.subprocess_repeats} for fresh processes, {config.runner_repeats} for runners) "
+        "· median [min–max]"
     )
 
 

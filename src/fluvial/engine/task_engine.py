@@ -183,7 +183,9 @@ def task_steps(
     log_prints = task.log_prints
     if log_prints is None:
         log_prints = flow_ctx.log_prints if flow_ctx is not None else False
-    elif log_prints:
+    if log_prints:
+        # Also on workers, where the flow's setting arrives with the run but the flow engine
+        # never ran to install the capture.
         enable_print_capture()
     ctx = TaskRunContext(task, run, parameters, log_prints)
     token = _set_task_context(ctx)
