@@ -4,18 +4,21 @@ One parametrized class: every test shows up once per runner (``test_...[thread]`
 ``[process]``). A runner joins by adding a :class:`Backend` to ``BACKENDS`` and its name to
 ``BACKEND_PARAMS`` (a cluster as ``pytest.param(name, marks=[pytest.mark.slow])``). A factory
 gets the pytest ``request``, so a runner on a cluster can take a session-scoped cluster fixture
-with ``request.getfixturevalue(...)``.
+with ``request.getfixturevalue(...)``. A backend whose workers need their own lock manager for
+SERIALIZABLE isolation gives a ``lock_manager`` factory (else the suite's default is used).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fluvial.runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from fluvial.storage import FileSystemLockManager, LockManager, MemoryLockManager
 from fluvial.testing import RunnerCapabilities, RunnerConformance
 
 
@@ -27,6 +30,8 @@ class Backend:
     capabilities: RunnerCapabilities
     #: test name -> reason: known bugs, marked strict xfail so a fix shows up as XPASS.
     known_bugs: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Makes the lock manager for SERIALIZABLE isolation; None: the suite's default.
+    lock_manager: Callable[[pytest.FixtureRequest], LockManager] | None = None
 
 
 BACKENDS: dict[str, Backend] = {
@@ -48,8 +53,17 @@ def _ray_runner(request: pytest.FixtureRequest) -> TaskRunner:
     return RayTaskRunner()
 
 
+def _ray_locks(request: pytest.FixtureRequest) -> LockManager:
+    from fluvial.storage import RayLockManager
+
+    request.getfixturevalue("ray_session")
+    return RayLockManager()
+
+
 BACKENDS["ray"] = Backend(
-    _ray_runner, RunnerCapabilities(shares_memory=False, shares_filesystem=True)
+    _ray_runner,
+    RunnerCapabilities(shares_memory=False, shares_filesystem=True),
+    lock_manager=_ray_locks,
 )
 
 
@@ -64,11 +78,25 @@ def _dask_runner(fixture: str) -> Callable[[pytest.FixtureRequest], TaskRunner]:
     return make
 
 
+def _dask_locks(fixture: str) -> Callable[[pytest.FixtureRequest], LockManager]:
+    def make(request: pytest.FixtureRequest) -> LockManager:
+        from fluvial.storage import DaskLockManager
+
+        target = request.getfixturevalue(fixture)
+        return DaskLockManager(target if isinstance(target, str) else target.scheduler_address)
+
+    return make
+
+
 BACKENDS["dask"] = Backend(
-    _dask_runner("dask_cluster"), RunnerCapabilities(shares_memory=False, shares_filesystem=True)
+    _dask_runner("dask_cluster"),
+    RunnerCapabilities(shares_memory=False, shares_filesystem=True),
+    lock_manager=_dask_locks("dask_cluster"),
 )
 BACKENDS["dask-cli"] = Backend(
-    _dask_runner("cli_cluster"), RunnerCapabilities(shares_memory=False, shares_filesystem=True)
+    _dask_runner("cli_cluster"),
+    RunnerCapabilities(shares_memory=False, shares_filesystem=True),
+    lock_manager=_dask_locks("cli_cluster"),
 )
 
 BACKEND_PARAMS: list[Any] = ["thread", "process", "ray", "dask", "dask-cli"]
@@ -90,3 +118,21 @@ class TestBuiltinRunners(RunnerConformance):
     @pytest.fixture
     def runner_capabilities(self, backend: Backend) -> RunnerCapabilities:
         return backend.capabilities
+
+    @pytest.fixture
+    def lock_manager(
+        self, backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> Iterator[LockManager]:
+        """The backend's own lock manager, else the suite's default for its capabilities."""
+        if backend.lock_manager is not None:
+            manager = backend.lock_manager(request)
+            yield manager
+            close = getattr(manager, "close", None)
+            if close is not None:
+                close()  # a connection it opened here, before the cluster goes away
+        elif backend.capabilities.shares_memory:
+            yield MemoryLockManager()
+        elif backend.capabilities.shares_filesystem:
+            yield FileSystemLockManager(tmp_path / "locks")
+        else:
+            pytest.skip("no lock manager works across this backend's workers")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = (
     "CompressedSerializer",
+    "DaskLockManager",
     "FileSystemLockManager",
     "IsolationLevel",
     "JSONSerializer",
@@ -15,6 +16,7 @@ __all__ = (
     "LockManager",
     "MemoryLockManager",
     "PickleSerializer",
+    "RayLockManager",
     "RemoteFileSystem",
     "ResultRecord",
     "ResultRecordMetadata",
@@ -31,6 +33,9 @@ __all__ = (
     "register_serializer",
     "resolve_result_store",
 )
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ..filesystems import LocalFileSystem, RemoteFileSystem
 from ._cache import record_cache
@@ -54,6 +59,27 @@ from .serializers import (
     register_serializer,
 )
 from .store import ResultStore
+
+if TYPE_CHECKING:
+    from .dask_locks import DaskLockManager
+    from .ray_locks import RayLockManager
+
+# Cluster lock managers, imported on first access so that importing this package never
+# imports their modules (nor, through them, dask or ray).
+_LAZY = {"DaskLockManager": ".dask_locks", "RayLockManager": ".ray_locks"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def clear_memory_cache() -> None:
