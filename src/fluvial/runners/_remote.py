@@ -19,6 +19,7 @@ __all__ = (
     "capture_submission",
     "crashed_outcome",
     "make_payload",
+    "pickling_error",
     "replay_outcome",
     "run_payload",
 )
@@ -292,3 +293,23 @@ def crashed_outcome(run: TaskRun, reason: str, cause: BaseException | None = Non
     if cause is not None:
         error.__cause__ = cause
     return Crashed(message=reason, data=error)
+
+
+def pickling_error(
+    task: Task[..., Any], parameters: dict[str, Any], exc: Exception, where: str
+) -> SerializationError:
+    """Explain why a run could not be pickled for *where*, naming the parameter at fault."""
+    import cloudpickle
+
+    for name, value in parameters.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as inner:
+            return SerializationError(
+                f"task {task.name!r}: parameter {name!r} ({type(value).__name__}) cannot be "
+                f"pickled to send it to {where}: {inner}. Pass something picklable, or use the "
+                "thread runner for this task."
+            )
+    return SerializationError(
+        f"task {task.name!r} or its arguments cannot be pickled to send to {where}: {exc}"
+    )

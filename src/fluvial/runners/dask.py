@@ -47,6 +47,7 @@ from ._remote import (
     capture_submission,
     crashed_outcome,
     make_payload,
+    pickling_error,
     replay_outcome,
     run_payload,
 )
@@ -448,7 +449,7 @@ class DaskTaskRunner(TaskRunner):
             payload.task = None  # type: ignore[assignment]  # travels once per runner, as blob
             message = cloudpickle.dumps((payload, wait_for))
         except Exception as exc:
-            error = _pickling_error(job.task, parameters, exc)
+            error = pickling_error(job.task, parameters, exc, "a Dask worker")
             self._finish(job, Failed(data=error, message=str(error)))
             return
         job.attempt += 1
@@ -629,23 +630,6 @@ def _crash_state(run: TaskRun, key: str, exc: object) -> State[Any]:
         return crashed_outcome(run, f"Dask cancelled task run {run.name!r} ({exc})", cause)
     reason = f"Dask could not run task run {run.name!r} (key {key!r}): {type(exc).__name__}: {exc}"
     return crashed_outcome(run, reason, cause)
-
-
-def _pickling_error(task: Task[..., Any], parameters: dict[str, Any], exc: Exception) -> Exception:
-    import cloudpickle
-
-    for name, value in parameters.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as inner:
-            return SerializationError(
-                f"task {task.name!r}: parameter {name!r} ({type(value).__name__}) cannot be "
-                f"pickled to send it to a Dask worker: {inner}. Pass something picklable, or "
-                "use the thread runner for this task."
-            )
-    return SerializationError(
-        f"task {task.name!r} or its arguments cannot be pickled to send to a Dask worker: {exc}"
-    )
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from ._remote import (
     capture_submission,
     crashed_outcome,
     make_payload,
+    pickling_error,
     replay_outcome,
     run_payload,
 )
@@ -307,7 +308,7 @@ class ProcessPoolTaskRunner(TaskRunner):
         try:
             message: bytes = cloudpickle.dumps((task_digest, send_blob, payload))
         except Exception as exc:
-            failure = _pickling_error(job.task, parameters, exc)
+            failure = pickling_error(job.task, parameters, exc, "a worker process")
             return Failed(data=failure, message=str(failure))
         worker.known.add(task_digest)
         return message
@@ -365,18 +366,3 @@ def _hard_limit(task: Task[..., Any]) -> float | None:
     jitter = 1.0 + (task.retry_jitter_factor or 0.0)
     delays = sum(retry_delay(task._retry_delays, n) for n in range(1, task.retries + 1))
     return timeout * (task.retries + 1) + delays * jitter + _HARD_TIMEOUT_GRACE
-
-
-def _pickling_error(task: Task[..., Any], parameters: dict[str, Any], exc: Exception) -> Exception:
-    import cloudpickle
-
-    for name, value in parameters.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as inner:
-            return SerializationError(
-                f"task {task.name!r}: parameter {name!r} ({type(value).__name__}) cannot be "
-                f"pickled to send it to a worker process: {inner}. Pass something picklable, "
-                "or use the thread runner for this task."
-            )
-    return SerializationError(f"the arguments of task {task.name!r} cannot be pickled: {exc}")

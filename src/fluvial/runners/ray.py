@@ -50,6 +50,7 @@ from ._remote import (
     capture_submission,
     crashed_outcome,
     make_payload,
+    pickling_error,
     replay_outcome,
     run_payload,
 )
@@ -334,7 +335,7 @@ class RayTaskRunner(TaskRunner):
         try:
             blob = cloudpickle.dumps((payload, wait_for))
         except Exception as exc:
-            failure = _pickling_error(job.task, parameters, exc)
+            failure = pickling_error(job.task, parameters, exc, "a Ray worker")
             return Failed(data=failure, message=str(failure))
         job.sources = link.sources
         return _Call(digest, task_arg, blob, link.refs)
@@ -534,21 +535,6 @@ def _ray_failure_state(run: TaskRun, exc: Exception, ray: Any) -> State[Any]:
     detail = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
     reason = f"the Ray worker running task run {run.name!r} {what} ({detail})"
     return crashed_outcome(run, reason, exc)
-
-
-def _pickling_error(task: Task[..., Any], parameters: dict[str, Any], exc: Exception) -> Exception:
-    import cloudpickle
-
-    for name, value in parameters.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as inner:
-            return SerializationError(
-                f"task {task.name!r}: parameter {name!r} ({type(value).__name__}) cannot be "
-                f"pickled to send it to a Ray worker: {inner}. Pass something picklable, or "
-                "use the thread runner for this task."
-            )
-    return SerializationError(f"the arguments of task {task.name!r} cannot be pickled: {exc}")
 
 
 # ---- the Ray side -----------------------------------------------------------------------------
