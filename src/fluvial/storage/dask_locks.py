@@ -241,18 +241,6 @@ class DaskLockManager(LockManager):
             hold is not None and hold["holder"] == holder and not self._lapsed(client, owner, hold)
         )
 
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until *key* is unlocked, polling, at most *timeout* seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while self.is_locked(key):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 1.5, 0.1)
-        return True
-
     def close(self) -> None:
         """Close this process's connection to ``address`` (reopened on the next call)."""
         if self.address is None:

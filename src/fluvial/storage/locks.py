@@ -89,9 +89,21 @@ class LockManager(abc.ABC):
     def is_lock_holder(self, key: str, holder: str) -> bool:
         """Return True if *holder* holds a live, unexpired lock on *key*."""
 
-    @abc.abstractmethod
     def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until *key* is unlocked; return False if *timeout* seconds pass first."""
+        """Wait until *key* is unlocked; return False if *timeout* seconds pass first.
+
+        This default polls :meth:`is_locked` with a growing delay (5 ms up to 100 ms);
+        managers that can be woken when a lock is released override it.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while self.is_locked(key):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(delay if remaining is None else min(delay, remaining))
+            delay = min(delay * 1.5, 0.1)
+        return True
 
     async def aacquire_lock(
         self,
@@ -313,15 +325,3 @@ class FileSystemLockManager(LockManager):
         if state is None or state.info is None or lock.is_stale(state):
             return False
         return state.info.holder == holder
-
-    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
-        """Wait until *key* is unlocked, polling, at most *timeout* seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.005
-        while self.is_locked(key):
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 1.5, 0.1)
-        return True
