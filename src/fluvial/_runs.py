@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ("FlowRun", "IdCell", "TaskRun")
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,10 @@ from ._ids import new_id
 if TYPE_CHECKING:
     import uuid
 from .states import State, StateType
+
+#: Called as ``_observer(run, state)`` on every state change while something listens (the run
+#: journal, :func:`fluvial.runs.add_listener`); None otherwise, so the engine pays one check.
+_observer: Callable[[Any, State[Any]], None] | None = None
 
 
 class IdCell:
@@ -97,6 +102,8 @@ class _Run:
         self.state_history.append(state)
         if self._start is None and state.type is StateType.RUNNING:
             self._start = time.time()
+        if _observer is not None:
+            _observer(self, state)
 
     @property
     def state_type(self) -> Any:
