@@ -1,7 +1,8 @@
 """The ``fluvial`` command: ``profile`` and ``config`` end to end, through ``main([...])``.
 
 Like ``prefect profile ...`` and ``prefect config ...`` (reference §6), with one difference in
-form: every error is one line on stderr and exit status 1. Each test has its own FLUVIAL_HOME.
+form: every error is one ``error: ...`` line on stderr, at most followed by one ``hint: ...``
+line, and exit status 1. Each test has its own FLUVIAL_HOME.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run a command that must fail and return its one-line error."""
+    """Run a command that must fail and return its error line (and hint line, if any)."""
     code, out, err = run(capsys, *argv)
     assert code == 1, (out, err)
     assert out == ""
-    assert err.endswith("\n"), f"expected one line, got {err!r}"
-    assert err.count("\n") == 1, f"expected one line, got {err!r}"
+    lines = err.splitlines()
+    assert err.endswith("\n"), f"expected an error line, got {err!r}"
+    assert lines[0].startswith("error: "), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), err
     return err
 
 
@@ -75,10 +78,10 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys)
     assert code == 0
-    assert "usage: fluvial" in out
+    assert "Usage: fluvial" in out
     code, out, _ = run(capsys, "profile")
     assert code == 0
-    assert "usage: fluvial profile" in out
+    assert "Usage: fluvial profile" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,12 +93,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["nope"], "invalid choice: 'nope'"),
-        (["profile", "nope"], "see 'fluvial profile --help'"),
-        (["profile", "create"], "required: name"),
-        (["config", "set"], "required: KEY=VALUE"),
+        (["nope"], "No such command 'nope'"),
+        (["profile", "nope"], "hint: see 'fluvial profile --help'"),
+        (["profile", "create"], "Missing argument 'name'"),
+        (["config", "set"], "Missing argument 'KEY=VALUE...'"),
         (["config", "set", "novalue"], "expected KEY=VALUE, got 'novalue'"),
-        (["config", "view", "--bogus"], "unrecognized arguments: --bogus"),
+        (["config", "view", "--bogus"], "No such option: --bogus"),
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:

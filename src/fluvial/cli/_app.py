@@ -1,0 +1,22 @@
+"""How a command group is made: a ``typer.Typer`` that prints its help when given no command."""
+
+from __future__ import annotations
+
+__all__ = ("group",)
+
+import typer
+
+
+def _help_without_command(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        # Typer's rich help prints itself and returns ""; plain click help is returned.
+        text = ctx.get_help()
+        if text:
+            typer.echo(text)
+
+
+def group(name: str, help: str) -> typer.Typer:
+    """Return an empty command group *name*; ``fluvial <name>`` alone prints its help."""
+    app = typer.Typer(name=name, help=help, invoke_without_command=True, add_completion=False)
+    app.callback()(_help_without_command)
+    return app

@@ -1,0 +1,7 @@
+"""stub"""
+
+import typer
+
+
+def register(root: typer.Typer) -> None:
+    """Nothing yet."""
