@@ -8,6 +8,7 @@ so the CLI worker does not need the tests directory on its ``sys.path``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -32,7 +33,7 @@ from fluvial.exceptions import (
 )
 from fluvial.futures import Future, wait
 from fluvial.runners import DaskTaskRunner
-from fluvial.runners.dask import dask_options, get_dask_client
+from fluvial.runners.dask import dask_options, get_async_dask_client, get_dask_client
 from fluvial.states import StateType
 
 pytestmark = pytest.mark.slow
@@ -140,6 +141,16 @@ def square_on_cluster(x: int) -> int:
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@task
+async def squares_on_my_worker(n: int) -> int:
+    # Pinned to this task's own worker (one thread): only a task that left the thread pool
+    # lets them run there.
+    me = distributed.get_worker().address
+    async with get_async_dask_client(timeout=10) as client:
+        futures = client.map(_square, range(n), workers=[me], allow_other_workers=False, pure=False)
+        return sum(await client.gather(futures))
 
 
 def _square(x: int) -> int:
@@ -382,6 +393,25 @@ def test_get_dask_client_in_a_task_and_in_the_flow(runner: DaskTaskRunner) -> No
     assert clients() == (49, 25)
     with pytest.raises(MissingContextError), get_dask_client():
         pass
+
+
+def test_get_async_dask_client_in_a_task_and_in_the_flow(runner: DaskTaskRunner) -> None:
+    @flow(task_runner=runner)
+    async def clients() -> tuple[int, int]:
+        in_task = await squares_on_my_worker.submit(4)
+        async with get_async_dask_client() as client:
+            assert client.asynchronous
+            in_flow = await client.submit(_square, 5)
+        return in_task, in_flow
+
+    assert asyncio.run(clients()) == (0 + 1 + 4 + 9, 25)
+
+    async def outside() -> None:
+        async with get_async_dask_client():
+            pass
+
+    with pytest.raises(MissingContextError, match="get_async_dask_client"):
+        asyncio.run(outside())
 
 
 def test_a_subflow_on_a_worker_uses_that_cluster(runner: DaskTaskRunner) -> None:

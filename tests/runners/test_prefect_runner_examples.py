@@ -781,15 +781,12 @@ def test_dask_pipeline_on_an_existing_client(dask_cluster):
 
 # https://docs.prefect.io/integrations/prefect-dask/api-ref/prefect_dask-utils
 #   (get_async_dask_client: "Use get_async_dask_client to distribute work across workers")
-@pytest.mark.xfail(
-    raises=ImportError, strict=True, reason="fluvial has no get_async_dask_client (discrepancy)"
-)
 def test_get_async_dask_client_api_reference_example(dask_cluster):
     import asyncio
 
     from fluvial import flow, task
     from fluvial.runners import DaskTaskRunner
-    from fluvial.runners.dask import get_async_dask_client  # type: ignore[attr-defined]
+    from fluvial.runners.dask import get_async_dask_client
 
     @task
     async def compute_task():
@@ -800,10 +797,20 @@ def test_get_async_dask_client_api_reference_example(dask_cluster):
 
     @flow(task_runner=DaskTaskRunner(address=dask_cluster.scheduler_address))  # docs: ()
     async def dask_flow():
-        prefect_future = await compute_task.submit()
-        return await prefect_future.result()
+        # docs: "await compute_task.submit()" and "await prefect_future.result()", Prefect 2's
+        # API: in Prefect 3 (and fluvial) submit() returns the future and result() is sync.
+        prefect_future = compute_task.submit()
+        return prefect_future.result()
+
+    @flow(task_runner=DaskTaskRunner(address=dask_cluster.scheduler_address))  # observe
+    async def dask_flow_computing_itself():
+        async with get_async_dask_client(timeout="120s") as client:
+            assert client.asynchronous
+            df = _timeseries("2000", "2001", partition_freq="4w")
+            return await client.compute(_describe(df))
 
     assert asyncio.run(dask_flow()) == _expected_summary(2000, 2001)
+    assert asyncio.run(dask_flow_computing_itself()) == _expected_summary(2000, 2001)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ Dask future that is cancelled makes the run ``Crashed``, never a hang.
 
 from __future__ import annotations
 
-__all__ = ("DaskTaskRunner", "dask_options", "get_dask_client")
+__all__ = ("DaskTaskRunner", "dask_options", "get_async_dask_client", "get_dask_client")
 
 import asyncio
 import concurrent.futures
@@ -25,8 +25,8 @@ import importlib.util
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, asynccontextmanager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, Self
 
 from ..annotations import BaseAnnotation, quote
@@ -647,19 +647,72 @@ def get_dask_client(
         MissingContextError: neither on a Dask worker nor in a flow run on a DaskTaskRunner.
     """
     dd = _import_distributed()
-    kwargs: dict[str, Any] = {"set_as_default": False, **client_kwargs}
+    if _on_worker(dd) and not client_kwargs:
+        with dd.worker_client(timeout=timeout) as client:
+            yield client
+        return
+    address = _client_address(dd)
+    kwargs = _client_kwargs(timeout, client_kwargs)
+    with _seceded(dd), dd.Client(address, **kwargs) as client:
+        yield client
+
+
+@asynccontextmanager
+async def get_async_dask_client(
+    timeout: float | str | None = None,  # noqa: ASYNC109 (prefect-dask's: a connect timeout)
+    **client_kwargs: object,
+) -> AsyncIterator[distributed.Client]:
+    """Give an asynchronous ``distributed.Client`` for the cluster the current run uses.
+
+    The async twin of :func:`get_dask_client`, for ``async`` tasks and flows: a new client
+    with ``asynchronous=True`` on the running event loop, connected to the scheduler of the
+    Dask worker running the task, or to the scheduler of the flow run's
+    :class:`DaskTaskRunner`; closed at the end of the block. On a worker the task leaves the
+    worker's thread pool meanwhile, so the work it submits can run there. *client_kwargs* go
+    to ``distributed.Client``.
+
+    Raises:
+        MissingContextError: neither on a Dask worker nor in a flow run on a DaskTaskRunner.
+    """
+    dd = _import_distributed()
+    address = _client_address(dd)
+    kwargs = {**_client_kwargs(timeout, client_kwargs), "asynchronous": True}
+    with _seceded(dd):
+        async with dd.Client(address, **kwargs) as client:
+            yield client
+
+
+def _client_kwargs(timeout: float | str | None, given: Mapping[str, object]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"set_as_default": False, **given}
     if timeout is not None:
         kwargs["timeout"] = timeout
+    return kwargs
+
+
+@contextmanager
+def _seceded(dd: Any) -> Iterator[None]:
+    """Leave the Dask worker's thread pool for the block when this thread runs a Dask task,
+    as ``worker_client`` does: the task then waits on its own work without holding a slot."""
+    from dask.context import thread_state
+
+    if getattr(thread_state, "start_time", None) is None:
+        yield  # not a worker's task thread (the flow process, a timeout helper thread)
+        return
+    try:
+        dd.secede()
+    except KeyError:  # already seceded: an enclosing block rejoins
+        yield
+        return
+    try:
+        yield
+    finally:
+        dd.rejoin()
+
+
+def _client_address(dd: Any) -> str:
     if _on_worker(dd):
-        if not client_kwargs:
-            with dd.worker_client(timeout=timeout) as client:
-                yield client
-            return
-        address = str(dd.get_worker().scheduler.address)
-    else:
-        address = _runner_address()
-    with dd.Client(address, **kwargs) as client:
-        yield client
+        return str(dd.get_worker().scheduler.address)
+    return _runner_address()
 
 
 def _runner_address() -> str:
@@ -670,6 +723,6 @@ def _runner_address() -> str:
     if isinstance(runner, DaskTaskRunner) and runner._client is not None:
         return str(runner._client.scheduler_info()["address"])
     raise MissingContextError(
-        "get_dask_client() needs a task running on a Dask worker, or a flow run whose task "
-        "runner is a started DaskTaskRunner"
+        "get_dask_client() and get_async_dask_client() need a task running on a Dask worker, "
+        "or a flow run whose task runner is a started DaskTaskRunner"
     )
