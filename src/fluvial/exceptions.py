@@ -23,6 +23,10 @@ FluvialError                                base of everything below
 │   ├── ResultNotFound                      no record at that key, or it expired
 │   └── CorruptRecordError                  a record is torn, foreign, or fails its checksum
 ├── WorkerCrashed                           the runner lost the worker running a task
+├── RunJournalError                         a recorded run cannot be read or resumed
+│   ├── RunNotFound           (LookupError) no run with that id in that storage
+│   └── CorruptRunJournal                   a journal file is torn, foreign or too new
+├── FlowImportError           (ImportError) a recorded flow's code cannot be imported
 ├── FailedRun / CrashedRun / CancelledRun   stand-ins raised by result() when no exception
 │                                           was recorded for a failed/crashed/cancelled run
 ├── PausedRun                               result() of a paused run
@@ -38,9 +42,11 @@ __all__ = (
     "CancelledRun",
     "ConfigurationError",
     "CorruptRecordError",
+    "CorruptRunJournal",
     "CrashedRun",
     "DefinitionError",
     "FailedRun",
+    "FlowImportError",
     "FlowRunTimeoutError",
     "FluvialError",
     "InvalidTransition",
@@ -55,6 +61,8 @@ __all__ = (
     "PrefectException",
     "ReservedArgumentError",
     "ResultNotFound",
+    "RunJournalError",
+    "RunNotFound",
     "SerializationError",
     "StorageError",
     "TaskRunTimeoutError",
@@ -149,6 +157,22 @@ class CorruptRecordError(StorageError):
 
 class WorkerCrashed(FluvialError):
     """The worker running a task died before the task finished."""
+
+
+class RunJournalError(FluvialError):
+    """A run recorded in a run journal cannot be read or resumed."""
+
+
+class RunNotFound(RunJournalError, LookupError):
+    """No run with that id is recorded in that storage."""
+
+
+class CorruptRunJournal(RunJournalError):
+    """A run journal file is torn, not fluvial's, or written by a newer fluvial."""
+
+
+class FlowImportError(FluvialError, ImportError):
+    """The code of a recorded flow cannot be imported (moved, renamed, or not on the path)."""
 
 
 class FailedRun(FluvialError):

@@ -70,17 +70,26 @@ from .naming import render_run_name
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream, upstream_futures
 
 if TYPE_CHECKING:
+    import uuid
+
     from ..flows import Flow
     from ..runners.base import TaskRunner
 
 ReturnType = Literal["result", "state"]
 
 
-def new_flow_run(flow: Flow[..., Any], parameters: dict[str, Any]) -> FlowRun:
-    """Create the record of a flow run, a child of the current flow run if there is one."""
+def new_flow_run(
+    flow: Flow[..., Any], parameters: dict[str, Any], run_id: uuid.UUID | None = None
+) -> FlowRun:
+    """Create the record of a flow run, a child of the current flow run if there is one.
+
+    *run_id* gives the run a known id instead of a new one (resuming a recorded run).
+    """
     parent_ctx = _flow_run_context.get()
     parent = parent_ctx.flow_run if parent_ctx is not None else None
     run = FlowRun(flow, parameters, _current_tags(), parent)
+    if run_id is not None:
+        run.id = run_id
     if parent is None:
         run.root_flow_run_id = run.id
     task_ctx = _task_run_context.get()
@@ -149,6 +158,8 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
     persist = flow.persist_result
     if persist is None:
         persist = run_config().results_persist_by_default
+    if persist:
+        _open_journal(flow, run)
     flow_ctx = FlowRunContext(flow, run, runner, parameters, log_prints, persist)
     flow_token = _set_flow_context(flow_ctx)
     task_token = _set_task_context(None)
@@ -306,6 +317,13 @@ def _crashed(
     hooks = flow.on_cancellation_hooks if is_cancellation(exc) else flow.on_crashed_hooks
     if hooks:
         yield from call_hooks(hooks, flow, run, state, lambda: logger)
+
+
+def _open_journal(flow: Flow[..., Any], run: FlowRun) -> None:
+    # Runs of flows that persist are recorded next to their results (fluvial.runs).
+    from ..runs._journal import open_journal
+
+    open_journal(flow, run)
 
 
 def _raise_termination(signum: int, _frame: Any) -> None:
