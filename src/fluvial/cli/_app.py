@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ("group",)
+__all__ = ("JsonOption", "StorageOption", "group")
+
+from typing import Annotated
 
 import typer
 
@@ -20,3 +22,18 @@ def group(name: str, help: str) -> typer.Typer:
     app = typer.Typer(name=name, help=help, invoke_without_command=True, add_completion=False)
     app.callback()(_help_without_command)
     return app
+
+
+#: The ``--storage URL`` option of every command that reads or writes result storage.
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        metavar="URL",
+        help="Result storage: a path or fsspec URL (s3://bucket/prefix, memory://x). "
+        "Default: the FLUVIAL_RESULTS_DEFAULT_STORAGE setting, else <FLUVIAL_HOME>/storage.",
+    ),
+]
+
+#: The ``--json`` option of commands that can print machine-readable output.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

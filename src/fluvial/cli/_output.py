@@ -67,8 +67,12 @@ def console(stderr: bool = False) -> Console:
 
 def one_line(exc: BaseException | str) -> str:
     """Return the message of *exc* joined into one line (never empty)."""
-    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text or type(exc).__name__
+    text = ""
+    for line in (line.strip() for line in str(exc).splitlines()):
+        if line:
+            # A line ending in ":" introduces the next one; other lines are separate points.
+            text += (" " if not text or text.endswith(":") else "; ") + line
+    return text.strip() or type(exc).__name__
 
 
 def _hint_for(exc: BaseException) -> str | None:
@@ -76,7 +80,7 @@ def _hint_for(exc: BaseException) -> str | None:
         return exc.hint
     if isinstance(exc, MissingExtraError):
         return None  # the message already names the pip install
-    if isinstance(exc, StorageError):
+    if isinstance(exc, StorageError) and "check" not in str(exc):
         return (
             "check the --storage URL (or FLUVIAL_RESULTS_DEFAULT_STORAGE) and that it is reachable"
         )

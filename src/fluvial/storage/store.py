@@ -39,6 +39,7 @@ from ..exceptions import (
 )
 from ._cache import record_cache
 from ._layouts import make_layout
+from ._listing import StoredRecord, list_records
 from ._location import (
     StorageLike,
     StorageLocation,
@@ -349,6 +350,22 @@ class ResultStore(LockingMixin):
                 f"serializer {serializer.name!r} failed on a value of type "
                 f"{cls.__module__}.{cls.__qualname__} for {url}: {exc!r}"
             ) from exc
+
+    def list_records(self, prefix: str = "") -> list[StoredRecord]:
+        """Return the records under *prefix*, in key order, reading headers only.
+
+        Objects that are not records (the run journal, lock and temporary files) are skipped;
+        torn records are listed with ``metadata=None``. One-object layout only.
+
+        Raises:
+            ConfigurationError: the store keeps metadata apart (``metadata_storage``).
+            StorageError: the storage could not be listed or read.
+        """
+        if self.metadata_storage is not None:
+            raise ConfigurationError(
+                f"{self!r} keeps metadata in {self.metadata_storage_url}; list records there"
+            )
+        return list(list_records(self.result_storage, prefix))
 
     def delete(self, key: str) -> None:
         """Remove the record at *key*; a missing record is not an error."""

@@ -1,0 +1,104 @@
+"""The live view of ``fluvial run``: task runs counted by state, as a rich progress bar.
+
+:class:`TaskStates` listens to run events (:func:`fluvial.runs.add_listener`), which arrive on
+whichever thread changed a state, and keeps the latest state of every task run. The bar shows
+finished over seen task runs (the total grows as the flow submits more) and a count per state.
+"""
+
+from __future__ import annotations
+
+__all__ = ("TaskStates", "live_progress")
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from ._output import console
+
+if TYPE_CHECKING:
+    from ..runs import RunEvent
+
+# Shown first, in this order; any other state name follows.
+_ORDER = ("Running", "Retrying", "Completed", "Cached", "Failed", "Crashed", "TimedOut")
+
+
+class TaskStates:
+    """The latest state name of each task run seen, and the first flow run's id."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[uuid.UUID, tuple[str, bool]] = {}
+        self.flow_run_id: uuid.UUID | None = None
+        self.flow_run_name: str | None = None
+        #: Called after each task state change (the progress bar's refresh).
+        self.on_change: Callable[[], None] | None = None
+
+    def __call__(self, event: RunEvent) -> None:
+        """Record *event* (a listener for :func:`fluvial.runs.add_listener`)."""
+        if event.kind == "flow":
+            if self.flow_run_id is None:
+                self.flow_run_id, self.flow_run_name = event.run_id, event.name
+            return
+        with self._lock:
+            self._latest[event.run_id] = (event.state.name, event.state.is_final())
+        if self.on_change is not None:
+            self.on_change()
+
+    def counts(self) -> tuple[int, int, Counter[str]]:
+        """Return (finished, seen, count per state name) of the task runs so far."""
+        with self._lock:
+            latest = list(self._latest.values())
+        finished = sum(1 for _, final in latest if final)
+        return finished, len(latest), Counter(name for name, _ in latest)
+
+    def summary(self) -> str:
+        """Return the counts as ``"2 Running · 5 Completed · 1 Cached"``."""
+        _, _, by_name = self.counts()
+        names = [n for n in _ORDER if n in by_name] + sorted(set(by_name) - set(_ORDER))
+        return " · ".join(f"{by_name[name]} {name}" for name in names) or "no task runs yet"
+
+
+@contextmanager
+def live_progress(enabled: bool) -> Iterator[TaskStates]:
+    """Track task states for the block; draw a live bar on stderr when *enabled*."""
+    from ..runs import add_listener
+
+    states = TaskStates()
+    remove = add_listener(states)
+    try:
+        if not enabled:
+            yield states
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        progress = Progress(
+            TextColumn("tasks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console(stderr=True),
+            redirect_stdout=True,
+            redirect_stderr=True,
+        )
+        bar = progress.add_task(states.summary(), total=None)
+
+        def refresh() -> None:
+            finished, seen, _ = states.counts()
+            progress.update(bar, completed=finished, total=seen, description=states.summary())
+
+        states.on_change = refresh
+        with progress:
+            yield states
+            refresh()
+    finally:
+        remove()
