@@ -1,7 +1,4 @@
-"""Overhead benchmarks for fluvial, run as ``python -m benchmarks``.
-
-They live outside the test suite because DESIGN.md keeps speed out of tests: a benchmark reports
-a median against a raw baseline measured in the same run, and never fails a build.
-"""
+"""A shim: the benchmark suite lives in :mod:`fluvial.bench`, so ``fluvial bench`` works for pip
+users too; ``python -m benchmarks`` from a checkout runs the same command."""
 
 from __future__ import annotations

@@ -1,0 +1,166 @@
+"""The benchmark command: ``fluvial bench`` or, from a source checkout, ``python -m benchmarks``.
+
+Exit status: 0 when every selected row was measured or skipped (OVER budget is a finding, not a
+failure), 1 when a row raised (a broken scenario must not rot silently in CI), 2 for a bad
+command line, reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+__all__ = ("main", "run")
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from ._model import RUNNERS, Config
+from ._suite import SCENARIOS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._model import Job, Row
+
+
+class UsageError(Exception):
+    """The command line asked for something that does not exist."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised, to be reported as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the usage error instead of printing usage and exiting."""
+        raise UsageError(message)
+
+
+def _names(kind: str, known: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Return an argparse ``type`` that splits a comma list and rejects unknown names."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        for name in names:
+            if name not in known:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {name!r}; choose from {', '.join(known)}"
+                )
+        return names
+
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+def _positive(text: str) -> int:
+    """Parse a positive integer."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _parser(prog: str) -> _Parser:
+    """Build the command-line parser."""
+    parser = _Parser(prog=prog, description="Measure fluvial against the raw executors it wraps.")
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small N and 3 repeats: about a minute, for CI")
+    add(
+        "--runner",
+        type=_names("runner", RUNNERS),
+        default=list(RUNNERS),
+        metavar="LIST",
+        help=f"comma-separated runners (default: all of {','.join(RUNNERS)})",
+    )
+    add(
+        "--scenario",
+        type=_names("scenario", tuple(SCENARIOS)),
+        default=list(SCENARIOS),
+        metavar="LIST",
+        help="comma-separated scenarios (default: all; see --list)",
+    )
+    add("--repeats", type=_positive, metavar="N", help="samples per side (default 5, quick 3)")
+    add("--json", type=Path, metavar="PATH", help="write machine, versions and samples here")
+    add("--plot", type=Path, metavar="PATH", help="write a tasks/s PNG here (needs matplotlib)")
+    add(
+        "--compare-prefect",
+        metavar="PYTHON",
+        help="also run the scenarios under this interpreter, which has Prefect 3 installed",
+    )
+    add("--list", action="store_true", help="list the scenarios and exit")
+    return parser
+
+
+def _config(options: argparse.Namespace) -> Config:
+    """Return the sizes and repeats the command line asks for."""
+    config = Config.quick_config() if options.quick else Config()
+    if options.repeats is not None:
+        config = dataclasses.replace(
+            config, repeats=options.repeats, subprocess_repeats=options.repeats
+        )
+    return config
+
+
+def _quiet() -> None:
+    """Keep log records out of the timings and the table."""
+    logging.getLogger("fluvial").setLevel(logging.WARNING)
+    for name in ("distributed", "werkzeug", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _measure(config: Config, options: argparse.Namespace) -> list[Row]:
+    """Plan and run every selected row under a progress bar; return the rows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ._backends import Backends
+    from ._caching import Storages
+    from ._suite import plan, run_jobs
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Backends(config) as backends, Storages() as storages:
+        jobs = plan(config, options.scenario, options.runner, backends, storages)
+        if not jobs:
+            raise UsageError("no selected scenario applies to the selected runners; see --list")
+        with Progress(*columns, transient=True) as progress:
+            bar = progress.add_task("starting", total=len(jobs))
+
+            def advance(job: Job) -> None:
+                label = f" {job.row.label}" if job.row.label else ""
+                text = f"{job.row.scenario}{label} · {job.row.runner} · N={job.row.n:,}"
+                progress.update(bar, description=text, completed=jobs.index(job))
+
+            run_jobs(jobs, advance)
+            progress.update(bar, completed=len(jobs))
+    return [job.row for job in jobs]
+
+
+def run(argv: list[str] | None, prog: str) -> int:
+    """Run the command line *argv* under the program name *prog*; return the exit status."""
+    try:
+        options = _parser(prog).parse_args(argv)
+        if options.list:
+            for scenario in SCENARIOS.values():
+                print(f"{scenario.name:<11} {','.join(scenario.runners):<26} {scenario.summary}")
+            return 0
+        config = _config(options)
+        _quiet()
+        rows = _measure(config, options)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    from ._output import finish
+
+    return finish(config, rows, options, argv if argv is not None else sys.argv[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``fluvial bench ARGS...``; return the exit status (0 ok, 1 a row failed, 2 usage)."""
+    try:
+        return run(argv, "fluvial bench")
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
