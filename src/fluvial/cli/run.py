@@ -8,7 +8,7 @@ status is 0 for a Completed run and 1 for any other final state.
 
 from __future__ import annotations
 
-__all__ = ("Runner", "register", "run")
+__all__ = ("Runner", "check_parameters", "register", "report", "run", "task_runner_for")
 
 import enum
 import inspect
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..flows import Flow
     from ..runners import TaskRunner
     from ..states import State
+    from ._progress import TaskStates
 
 _RESULT_WIDTH = 500
 _VALUE_HINT = (
@@ -55,7 +56,8 @@ def register(root: typer.Typer) -> None:
     root.command("run")(run)
 
 
-def _task_runner(kind: Runner) -> TaskRunner:
+def task_runner_for(kind: Runner) -> TaskRunner:
+    """Return a new task runner of *kind*, with its defaults."""
     # fluvial.runners imports dask or ray only when their runner class is asked for.
     from .. import runners
 
@@ -94,7 +96,7 @@ def check_parameters(flow: Flow[..., Any], parameters: dict[str, Any]) -> None:
 def _configure(flow: Flow[..., Any], runner: Runner | None, storage: str | None) -> Any:
     options: dict[str, Any] = {}
     if runner is not None:
-        options["task_runner"] = _task_runner(runner)
+        options["task_runner"] = task_runner_for(runner)
     if storage is not None:
         from ..storage._location import resolve_location
 
@@ -125,9 +127,19 @@ def _outcome(state: State[Any]) -> str:
     return one_line(state.message or state.name)
 
 
-def _report(state: State[Any], name: str, run_id: Any, seconds: float, storage: str | None) -> None:
+def report(
+    state: State[Any],
+    name: str,
+    run_id: Any,
+    seconds: float,
+    storage: str | None,
+    states: TaskStates,
+) -> None:
+    """Print how a flow run ended: state, time, result or error, task counts, run id."""
     out(f"Flow run {name!r} finished {state.name} in {format_duration(seconds)}.")
     out(f"  {_outcome(state)}")
+    if states.counts()[1]:
+        out(f"  tasks: {states.summary()}")
     if run_id is not None and storage is not None:
         out(f"  run id: {run_id} (see it with: fluvial runs show {run_id} --storage {storage})")
     elif run_id is not None:
@@ -179,5 +191,5 @@ def run(
         state = _call(flow, parameters)
     run_id = state.state_details.flow_run_id or states.flow_run_id
     name = states.flow_run_name or flow.name
-    _report(state, name, run_id, time.monotonic() - started, storage)
+    report(state, name, run_id, time.monotonic() - started, storage, states)
     return 0 if state.is_completed() else 1
