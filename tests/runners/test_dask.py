@@ -475,6 +475,53 @@ def test_default_runner_starts_and_closes_its_own_local_cluster() -> None:
             pass
 
 
+def test_a_cluster_object_is_used_and_left_running() -> None:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster:
+        runner = DaskTaskRunner(cluster=cluster)
+
+        @flow(task_runner=runner)
+        def on_given_cluster() -> tuple[int, str]:
+            return add.submit(2, 3).result(), where.submit().result()[1]
+
+        total, address = on_given_cluster()
+        assert total == 5
+        assert address == next(iter(cluster.scheduler_info["workers"]))
+        with distributed.Client(cluster, set_as_default=False) as client:  # still running
+            assert client.submit(_square, 6).result() == 36
+        assert "cluster=" in repr(runner)
+        copy = cloudpickle.loads(cloudpickle.dumps(runner))  # elsewhere: the same scheduler
+        assert (copy.cluster, copy.address) == (None, cluster.scheduler_address)
+        assert runner.duplicate().cluster is cluster
+    with pytest.raises(ConfigurationError, match="cluster="):
+        DaskTaskRunner(address="tcp://127.0.0.1:1", cluster=cluster)
+    with pytest.raises(ConfigurationError, match="cluster="):
+        DaskTaskRunner(cluster=cluster, cluster_kwargs={"n_workers": 1})
+    with pytest.raises(ConfigurationError, match="not str"):
+        DaskTaskRunner(cluster="tcp://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+def test_performance_report_is_written_when_the_runner_exits(
+    runner: DaskTaskRunner, tmp_path: Any
+) -> None:
+    report = tmp_path / "dask-report.html"
+    reporting = DaskTaskRunner(address=runner.address, performance_report_path=report)
+
+    @flow(task_runner=reporting)
+    def reported() -> int:
+        return sum(f.result() for f in add.map(range(3), unmapped(1)))
+
+    assert reported() == 6
+    html = report.read_text()
+    assert "Dask Performance Report" in html
+    assert "add-" in html  # the task stream names the runs' keys
+    assert reporting.duplicate().performance_report_path == report
+    missing = DaskTaskRunner(address=runner.address, performance_report_path=tmp_path / "no" / "r")
+    with pytest.raises(ConfigurationError, match="does not exist"), missing:
+        pass
+
+
 # --- configuration -------------------------------------------------------------------------
 
 

@@ -19,8 +19,9 @@ examples use a ``dask.bag`` of the same shape (the docs name ``dask.Bag`` as the
 Left out: the prefect-ray remote-cluster example (caching with an S3 result-storage block made in
 the Prefect UI: needs a Prefect server), ``dask_cloudprovider`` ``FargateCluster`` and
 ``dask_kubernetes.KubeCluster`` clusters (cloud and Kubernetes; a ``LocalCluster`` stands in
-where the example's point is ``cluster_class``/``adapt_kwargs``), ``DaskTaskRunner``'s
-``performance_report_path`` and ``cluster=`` (not part of fluvial's runner).
+where the example's point is ``cluster_class``/``adapt_kwargs``). ``DaskTaskRunner``'s
+``cluster=`` and ``performance_report_path`` have no example in those pages; tests/runners/
+test_dask.py covers them.
 """
 
 # The examples keep the docs' own style; these rules would rewrite them:

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -56,6 +57,7 @@ from .thread import _when_all_done
 
 if TYPE_CHECKING:
     import distributed
+    from distributed.deploy.cluster import Cluster
 
     from .._runs import TaskRun
     from ..tasks import Task
@@ -236,7 +238,7 @@ class _Job:
 
 
 class DaskTaskRunner(TaskRunner):
-    """Run tasks on a Dask cluster: one started for each flow run, or a running one by address.
+    """Run tasks on a Dask cluster: one started for each flow run, or a running one.
 
     Args:
         address: the scheduler of a running cluster, e.g. ``"tcp://10.0.0.5:8786"``. Not with
@@ -244,10 +246,17 @@ class DaskTaskRunner(TaskRunner):
         cluster_class: the cluster to start, a class or its import path; default
             ``distributed.LocalCluster`` (with ``processes=True``).
         cluster_kwargs: keyword arguments for *cluster_class*.
-        adapt_kwargs: when given, ``cluster.adapt(**adapt_kwargs)`` makes the cluster adaptive.
+        adapt_kwargs: when given, ``cluster.adapt(**adapt_kwargs)`` makes the cluster adaptive
+            (the started one, or the one given as *cluster*).
         client_kwargs: keyword arguments for ``distributed.Client`` (``set_as_default=False``
             unless given). With *address*, ``timeout`` defaults to 5 seconds, so a wrong
             address fails fast.
+        cluster: a running ``distributed.deploy.Cluster`` object (a ``LocalCluster``, a
+            ``KubeCluster``…) to use; the runner connects a client to it and never closes it.
+            Not with *address*, *cluster_class* or *cluster_kwargs*.
+        performance_report_path: where to write Dask's performance report (an HTML file) of
+            the work done while the runner was open; written when it exits. Needs ``bokeh``
+            where the scheduler runs.
 
     Raises:
         ConfigurationError: conflicting arguments, or ``asynchronous`` in the keyword arguments.
@@ -261,21 +270,22 @@ class DaskTaskRunner(TaskRunner):
         cluster_kwargs: Mapping[str, object] | None = None,
         adapt_kwargs: Mapping[str, object] | None = None,
         client_kwargs: Mapping[str, object] | None = None,
+        *,
+        cluster: Cluster | None = None,
+        performance_report_path: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         if importlib.util.find_spec("distributed") is None:
             raise MissingExtraError("DaskTaskRunner", "dask")
-        if address is not None and (cluster_class or cluster_kwargs or adapt_kwargs):
-            raise ConfigurationError(
-                "DaskTaskRunner: give either address= (a running scheduler) or "
-                "cluster_class/cluster_kwargs/adapt_kwargs (a cluster to start), not both"
-            )
+        _check_arguments(address, cluster, cluster_class, cluster_kwargs, adapt_kwargs)
         for what, kwargs in (("cluster_kwargs", cluster_kwargs), ("client_kwargs", client_kwargs)):
             if kwargs and "asynchronous" in kwargs:
                 raise ConfigurationError(
                     f"DaskTaskRunner: {what} may not set 'asynchronous'; the runner drives a "
                     "synchronous client, for sync and async flows alike"
                 )
+        self.cluster = cluster
+        self.performance_report_path = performance_report_path
         self.address = address
         self.cluster_class = cluster_class
         self.cluster_kwargs: dict[str, object] = dict(cluster_kwargs or {})
@@ -298,7 +308,8 @@ class DaskTaskRunner(TaskRunner):
         """Return an unstarted runner with the same settings."""
         return type(self)(
             self.address, self.cluster_class, self.cluster_kwargs, self.adapt_kwargs,
-            self.client_kwargs,
+            self.client_kwargs, cluster=self.cluster,
+            performance_report_path=self.performance_report_path,
         )  # fmt: skip
 
     @property
@@ -311,7 +322,10 @@ class DaskTaskRunner(TaskRunner):
     def __enter__(self) -> Self:
         super().__enter__()
         try:
-            self._client = self._connect(_import_distributed())
+            dd = _import_distributed()
+            self._client = self._connect(dd)
+            if self.performance_report_path is not None:
+                self._start_report(dd, self._client, self.performance_report_path)
         except BaseException:
             self._stack.close()
             self._started = False
@@ -336,6 +350,12 @@ class DaskTaskRunner(TaskRunner):
                 ) from exc
             self._stack.callback(client.close)
             return client
+        if self.cluster is not None:  # the user's: adapted if asked, never closed here
+            if self.adapt_kwargs is not None:
+                self.cluster.adapt(**self.adapt_kwargs)  # type: ignore[arg-type]
+            given: distributed.Client = dd.Client(self.cluster, **kwargs)
+            self._stack.callback(given.close)
+            return given
         if self.cluster_class is None and not self.cluster_kwargs and _on_worker(dd):
             # A flow run inside a Dask task uses that cluster, from a seceded worker thread.
             worker_client: distributed.Client = self._stack.enter_context(dd.worker_client())
@@ -351,6 +371,30 @@ class DaskTaskRunner(TaskRunner):
         local_client: distributed.Client = dd.Client(cluster, **kwargs)
         self._stack.callback(local_client.close)
         return local_client
+
+    def _start_report(
+        self, dd: Any, client: distributed.Client, path: str | os.PathLike[str]
+    ) -> None:
+        """Start Dask's performance report; it is written when the runner's stack closes,
+        before the client does."""
+        where = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(where))
+        if "://" not in where and not os.path.isdir(parent):
+            raise ConfigurationError(
+                f"DaskTaskRunner: performance_report_path {where!r} is in a directory that "
+                "does not exist; create it first"
+            )
+        # The scheduler renders the report with bokeh; a lambda travels by value, so a
+        # scheduler without fluvial installed can answer.
+        if not client.run_on_scheduler(lambda: importlib.util.find_spec("bokeh") is not None):  # type: ignore[no-untyped-call]
+            raise ConfigurationError(
+                f"DaskTaskRunner: performance_report_path={where!r} needs bokeh where the Dask "
+                "scheduler runs: pip install 'bokeh>=3.1' there"
+            )
+        report = dd.performance_report(filename=where)
+        with client.as_current():  # the report finds its client with get_client()
+            report.__enter__()
+        self._stack.callback(_write_report, report, client, where)
 
     def _cluster_class(self, dd: Any) -> Any:
         if self.cluster_class is None:
@@ -586,8 +630,11 @@ class DaskTaskRunner(TaskRunner):
         job.dask_future, job.upstream = None, []  # let Dask release the result
 
     def __getstate__(self) -> dict[str, Any]:
+        # A cluster object stays in this process; elsewhere its scheduler is reached by address.
+        cluster = self.cluster
         return {
-            "address": self.address,
+            "address": self.address if cluster is None else str(cluster.scheduler_address),
+            "performance_report_path": self.performance_report_path,
             "cluster_class": self.cluster_class,
             "cluster_kwargs": self.cluster_kwargs,
             "adapt_kwargs": self.adapt_kwargs,
@@ -598,11 +645,55 @@ class DaskTaskRunner(TaskRunner):
         self.__init__(**state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
+        if self.cluster is not None:
+            return f"DaskTaskRunner(cluster={self.cluster!r})"
         if self.address is not None:
             return f"DaskTaskRunner(address={self.address!r})"
         cluster = self.cluster_class or "distributed.LocalCluster"
         name = cluster if isinstance(cluster, str) else getattr(cluster, "__name__", cluster)
         return f"DaskTaskRunner(cluster_class={name!r})"
+
+
+def _check_arguments(
+    address: str | None,
+    cluster: object,
+    cluster_class: object,
+    cluster_kwargs: Mapping[str, object] | None,
+    adapt_kwargs: Mapping[str, object] | None,
+) -> None:
+    if address is not None and (cluster is not None or cluster_class or cluster_kwargs):
+        raise ConfigurationError(
+            "DaskTaskRunner: give either address= (a running scheduler), cluster= (a running "
+            "cluster object) or cluster_class/cluster_kwargs (a cluster to start), not two"
+        )
+    if address is not None and adapt_kwargs:
+        raise ConfigurationError(
+            "DaskTaskRunner: adapt_kwargs needs a cluster object (cluster= or cluster_class), "
+            "not an address"
+        )
+    if cluster is not None and (cluster_class or cluster_kwargs):
+        raise ConfigurationError(
+            "DaskTaskRunner: give either cluster= (a running cluster object) or "
+            "cluster_class/cluster_kwargs (a cluster to start), not both"
+        )
+    if cluster is not None and not hasattr(cluster, "scheduler_address"):
+        raise ConfigurationError(
+            f"DaskTaskRunner: cluster= takes a running distributed.deploy.Cluster object "
+            f"(e.g. distributed.LocalCluster()), not {type(cluster).__name__}; for a scheduler "
+            "address use address="
+        )
+
+
+def _write_report(report: Any, client: distributed.Client, where: str) -> None:
+    """Write the performance report; a failure is logged, not raised, so the flow run's
+    outcome is not lost to it."""
+    try:
+        with client.as_current():
+            report.__exit__(None, None, None)
+    except Exception as exc:
+        _logger.warning(
+            "DaskTaskRunner could not write the performance report to %r: %s", where, exc
+        )
 
 
 def _annotate(annotations: dict[str, Any]) -> Any:
