@@ -9,7 +9,7 @@ does. Every failure is a :class:`CommandError` naming the file or module and wha
 
 from __future__ import annotations
 
-__all__ = ("load_flow", "parse_parameters")
+__all__ = ("load_flow", "parse_parameters", "text_parameters")
 
 import hashlib
 import importlib
@@ -18,9 +18,10 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Collection
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Optional
 
 from ..flows import Flow
 from ._output import CommandError, one_line
@@ -137,8 +138,24 @@ def _value(text: str) -> Any:
         return text  # not JSON: the string as typed
 
 
-def parse_parameters(params_json: str | None, pairs: list[str]) -> dict[str, Any]:
-    """Return the flow parameters from ``--params JSON`` and ``--param k=v`` (which win)."""
+def text_parameters(flow: Flow[..., Any]) -> set[str]:
+    """Return the names of the flow's parameters annotated ``str`` (or ``str | None``)."""
+    try:
+        signature = inspect.signature(flow.fn, eval_str=True)
+    except Exception:  # an annotation that does not evaluate: read every value as JSON
+        return set()
+    text_types: tuple[Any, ...] = (str, str | None, Optional[str])  # noqa: UP045
+    return {name for name, p in signature.parameters.items() if p.annotation in text_types}
+
+
+def parse_parameters(
+    params_json: str | None, pairs: list[str], text_names: Collection[str] = ()
+) -> dict[str, Any]:
+    """Return the flow parameters from ``--params JSON`` and ``--param k=v`` (which win).
+
+    A ``--param`` value is read as JSON when it parses, except for the parameters in
+    *text_names* (annotated ``str``), whose values are taken as typed: ``--param label=7``.
+    """
     import orjson
 
     parameters: dict[str, Any] = {}
@@ -158,5 +175,6 @@ def parse_parameters(params_json: str | None, pairs: list[str]) -> dict[str, Any
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"--param expects NAME=VALUE, got {pair!r}", hint="e.g. --param n=3")
-        parameters[key.strip()] = _value(text)
+        key = key.strip()
+        parameters[key] = text if key in text_names else _value(text)
     return parameters

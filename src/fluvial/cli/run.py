@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 _RESULT_WIDTH = 500
 _VALUE_HINT = (
-    "--param values are read as JSON when they parse (3, true, [1, 2], '{\"a\": 1}'), else as text"
+    "--param values are read as JSON when they parse (3, true, [1, 2], '{\"a\": 1}'), "
+    "else as text; values of str parameters are always text"
 )
 
 
@@ -179,11 +180,11 @@ def run(
     ] = None,
 ) -> int:
     """Run a flow; exit status 0 if it completes, 1 otherwise."""
-    from ._loading import load_flow, parse_parameters
+    from ._loading import load_flow, parse_parameters, text_parameters
     from ._progress import live_progress
 
-    parameters = parse_parameters(params, list(param or ()))
     flow = _configure(load_flow(target), runner, storage)
+    parameters = parse_parameters(params, list(param or ()), text_parameters(flow))
     check_parameters(flow, parameters)
     show = sys.stderr.isatty() if progress is None else progress
     started = time.monotonic()

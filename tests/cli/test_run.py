@@ -1,0 +1,175 @@
+"""``fluvial run``: flows from files and modules, parameters, runners, storage, exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fluvial import flow, task
+from fluvial.cli._progress import TaskStates, live_progress
+from fluvial.runs import add_listener, list_runs
+
+from .conftest import FLOWS, HERE, ROOT, Result, assert_user_error
+
+ADD = f"{FLOWS}:add"
+
+
+def test_runs_the_readme_example_file(shell: Callable[..., Result]) -> None:
+    example = ROOT / "examples" / "hello_flow.py"
+    result = shell("run", f"{example}:weather_report", "--param", 'cities=["Lyon", "Oslo"]')
+    assert result.code == 0, result.err
+    assert "finished Completed" in result.out
+    assert "'Lyon':" in result.out and "'Oslo':" in result.out
+    assert "tasks: " in result.out
+
+
+def test_runs_a_flow_by_module_from_the_current_directory(
+    shell: Callable[..., Result], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    shutil.copy(FLOWS, workdir / "my_flows.py")
+    result = shell("run", "my_flows:add", "-p", "a=2", "-p", "b=3", cwd=workdir)
+    assert result.code == 0, result.err
+    assert "result: {'sum': 5}" in result.out
+
+
+def test_flow_name_or_function_name(cli: Callable[..., Result]) -> None:
+    assert "result: 7" in cli("run", f"{FLOWS}:async_add", "-p", "a=3", "-p", "b=4").out
+    # The flow's name ("fan-out") finds it as well as the function's name.
+    result = cli("run", f"{FLOWS}:fan-out", "-p", "n=4")
+    assert result.code == 0
+    assert "result: 12" in result.out
+    assert "tasks: 4 Completed" in result.out
+
+
+def test_parameters_are_json_when_they_parse(cli: Callable[..., Result]) -> None:
+    result = cli(
+        "run",
+        f"{FLOWS}:echo",
+        "--params",
+        '{"items": [1, 2], "text": "from json"}',
+        "-p",
+        'options={"deep": [true, null]}',
+        "-p",
+        "text=plain words",  # --param wins over --params
+    )
+    assert result.code == 0, result
+    assert "result: [[1, 2], {'deep': [True, None]}, 'plain words']" in result.out
+    coerced = cli("run", ADD, "-p", "a=01", "-p", "label=7")  # "01" is no JSON: text, coerced
+    assert "result: {'7': 1}" in coerced.out
+
+
+def test_a_failing_flow_exits_1_with_its_error(shell: Callable[..., Result]) -> None:
+    result = shell("run", f"{FLOWS}:failing", "-p", "x=5")
+    assert result.code == 1
+    assert "finished Failed" in result.out
+    assert "ValueError: broken on 5" in result.out
+    assert "tasks: 1 Completed · 1 Failed" in result.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        ([ADD], "flow 'add' needs a value for parameter 'a'"),
+        ([ADD, "-p", "a=1", "-p", "c=2"], "hint: its parameters: a, b, label"),
+        ([ADD, "-p", "a=one"], "Input should be a valid integer"),
+        ([ADD, "-p", "a"], "--param expects NAME=VALUE, got 'a'"),
+        ([ADD, "--params", "{a: 1}"], "--params is not valid JSON"),
+        ([ADD, "--params", "[1]"], "--params must be a JSON object, not list"),
+        ([f"{FLOWS}"], "does not say which flow to run"),
+        ([f"{FLOWS}:nope"], "hint: flows there: add, async_add, caching, chain"),
+        ([f"{FLOWS}:plain_function"], "'plain_function' in"),
+        (["missing.py:add"], "no file missing.py"),
+        (["no_such_module_here:add"], "no module named 'no_such_module_here'"),
+        ([ADD, "-p", "a=1", "--storage", "nope://x"], "is not a usable URL"),
+    ],
+)
+def test_bad_input_is_one_line_and_runs_nothing(
+    cli: Callable[..., Result], argv: list[str], fragment: str
+) -> None:
+    seen: list[object] = []
+    remove = add_listener(seen.append)
+    try:
+        result = cli("run", *argv)
+    finally:
+        remove()
+    assert_user_error(result, fragment)
+    assert result.out == ""
+    assert seen == [], "nothing may run"
+
+
+def test_a_module_that_raises_on_import(cli: Callable[..., Result], tmp_path: Path) -> None:
+    script = tmp_path / "broken_flows.py"
+    script.write_text("import fluvial\n\nVALUE = 1 / 0\n")
+    result = cli("run", f"{script}:anything")
+    assert_user_error(result, "importing")
+    assert f"ZeroDivisionError: division by zero ({script}:3)" in result.err
+
+
+def test_process_runner_gets_a_file_flow_by_value(shell: Callable[..., Result]) -> None:
+    result = shell("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "process")
+    assert result.code == 0, result.err
+    assert "result: 6" in result.out
+
+
+def test_storage_persists_and_journals_the_run(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    storage = tmp_path / "results"
+    result = cli("run", ADD, "-p", "a=1", "-p", "b=2", "--storage", str(storage))
+    assert result.code == 0, result
+    [run] = list_runs(str(storage))
+    assert (run.flow_name, run.state_name) == ("add", "Completed")
+    assert f"run id: {run.id} (see it with: fluvial runs show {run.id} --storage" in result.out
+    assert run.task_counts == {"Completed": 2}
+
+
+def test_memory_storage_within_one_process(cli: Callable[..., Result]) -> None:
+    storage = "memory://cli-run-test"
+    assert cli("run", ADD, "-p", "a=4", "--storage", storage).code == 0
+    assert [run.flow_name for run in list_runs(storage)] == ["add"]
+
+
+def test_progress_bar_counts_task_states(cli: Callable[..., Result]) -> None:
+    result = cli("run", f"{FLOWS}:fan_out", "-p", "n=5", "--progress")
+    assert result.code == 0
+    assert "5/5" in result.err
+    assert "5 Completed" in result.err
+    assert "5/5" not in cli("run", f"{FLOWS}:fan_out", "-p", "n=5", "--no-progress").err
+
+
+def test_task_states_follow_every_task_run() -> None:
+    gate = threading.Event()
+
+    @task
+    def wait_then(x: int) -> int:
+        gate.wait(10)
+        if x == 2:
+            raise RuntimeError("two")
+        return x
+
+    @flow
+    def group() -> list[int]:
+        futures = wait_then.map(range(3))
+        gate.set()
+        return [f.result(raise_on_failure=False) for f in futures]
+
+    with live_progress(False) as states:
+        group(return_state=True)
+    assert isinstance(states, TaskStates)
+    finished, seen, by_name = states.counts()
+    assert (finished, seen) == (3, 3)
+    assert by_name == {"Completed": 2, "Failed": 1}
+    assert states.summary() == "2 Completed · 1 Failed"
+    assert states.flow_run_name is not None
+
+
+def test_flows_file_is_not_a_test_module() -> None:
+    # The flows file must stay out of pytest's collection (and of the examples' imports).
+    assert not FLOWS.name.startswith("test_")
+    assert FLOWS.parent == HERE
