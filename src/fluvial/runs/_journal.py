@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._runs import FlowRun, TaskRun
+from ..engine.caching import PersistedResult
 from ..states import StateType
 from . import _events
 from ._format import FORMAT_VERSION, iso, run_key, segment_key
@@ -253,8 +254,6 @@ def _apply_flow_state(summary: dict[str, Any], run: FlowRun, state: State[Any]) 
 
 
 def _result_ref(state: State[Any]) -> dict[str, str] | None:
-    from ..engine.caching import PersistedResult
-
     data = state.data
     if type(data) is PersistedResult:
         return {"key": data.key, "url": data.store.url_for(data.key)}
@@ -265,11 +264,10 @@ def _task_entry(run: TaskRun) -> dict[str, Any]:
     state = run.state
     assert state is not None  # queued by a state change
     key = ref = error = None
-    from ..engine.caching import PersistedResult
-
     data = state.data
     if type(data) is PersistedResult:
-        key, ref = data.key, data.store.url_for(data.key)
+        key = data.key  # already a valid key: joined without validating it again
+        ref = f"{data.store.result_storage_url}/{key}"
     elif isinstance(data, BaseException) and state.type is not StateType.COMPLETED:
         error = f"{type(data).__name__}: {data}"
     elif state.type in (StateType.FAILED, StateType.CRASHED):

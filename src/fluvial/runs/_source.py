@@ -62,7 +62,20 @@ def load_flow(import_path: str, source_file: str | None, flow_name: str) -> Any:
     return _find_flow(module, qualname, flow_name, import_path)
 
 
+def _loaded(path: str) -> ModuleType | None:
+    """Return the module already loaded from *path* (``__main__`` included), if any."""
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        if source and os.path.abspath(source) == path:
+            return module
+    return None
+
+
 def _load_file(path: str, import_path: str) -> ModuleType:
+    already = _loaded(os.path.abspath(path))
+    if already is not None:
+        # Resuming from the script that defined the flow: running it again would re-run it.
+        return already
     if not os.path.isfile(path):
         raise FlowImportError(
             f"cannot import the flow recorded as {import_path!r}: {path} does not exist here. "
