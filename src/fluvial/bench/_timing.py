@@ -74,9 +74,15 @@ def python_env() -> dict[str, str]:
 
 
 def run_python(
-    *args: str, python: str = sys.executable, timeout: float = SUBPROCESS_TIMEOUT
+    *args: str,
+    python: str = sys.executable,
+    timeout: float = SUBPROCESS_TIMEOUT,
+    env: dict[str, str] | None = None,
 ) -> tuple[float, str]:
-    """Run a fresh interpreter with *args*; return its wall-clock seconds and its stdout."""
+    """Run a fresh interpreter with *args*; return its wall-clock seconds and its stdout.
+
+    *env* adds to (and overrides) this process's environment.
+    """
     start = time.perf_counter()
     proc = subprocess.run(
         [python, *args],
@@ -84,7 +90,7 @@ def run_python(
         text=True,
         timeout=timeout,
         check=False,
-        env=python_env(),
+        env={**python_env(), **(env or {})},
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:

@@ -11,6 +11,7 @@ __all__ = ("main", "run")
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -139,6 +140,46 @@ def _measure(config: Config, options: argparse.Namespace) -> list[Row]:
     return [job.row for job in jobs]
 
 
+def _check_extras(options: argparse.Namespace) -> None:
+    """Fail before measuring anything if rich or the Prefect interpreter is missing."""
+    if importlib.util.find_spec("rich") is None:
+        raise UsageError("the benchmarks need rich: pip install 'fluvial[bench]'")
+    if options.compare_prefect:
+        from ._prefect import PrefectUnavailable, prefect_version
+
+        try:
+            options.prefect_versions = {"prefect": prefect_version(options.compare_prefect)}
+        except PrefectUnavailable as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _prefect_rows(config: Config, options: argparse.Namespace) -> list[Row]:
+    """Run the selected scenarios under the Prefect interpreter; return its rows."""
+    from rich.console import Console
+
+    from ._prefect import compare_prefect
+
+    status = "running the scenarios under Prefect (its server starts per process: minutes)"
+    with Console(stderr=True).status(status):
+        rows, _ = compare_prefect(options.compare_prefect, config, options.scenario, options.runner)
+    return rows
+
+
+def _ordered(rows: list[Row]) -> list[Row]:
+    """Return *rows* with each Prefect row right after fluvial's rows of the same scenario."""
+    scenarios = list(SCENARIOS)
+    labels: dict[str, int] = {}
+    for row in rows:  # storages keep the order fluvial's rows ran in
+        labels.setdefault(row.label, len(labels))
+
+    def key(row: Row) -> tuple[int, int, int, bool, int]:
+        runner = RUNNERS.index(row.runner) if row.runner in RUNNERS else len(RUNNERS)
+        scenario = scenarios.index(row.scenario) if row.scenario in scenarios else len(scenarios)
+        return runner, scenario, labels[row.label], row.source != "fluvial", row.n
+
+    return sorted(rows, key=key)
+
+
 def run(argv: list[str] | None, prog: str) -> int:
     """Run the command line *argv* under the program name *prog*; return the exit status."""
     try:
@@ -148,8 +189,11 @@ def run(argv: list[str] | None, prog: str) -> int:
                 print(f"{scenario.name:<11} {','.join(scenario.runners):<26} {scenario.summary}")
             return 0
         config = _config(options)
+        _check_extras(options)
         _quiet()
         rows = _measure(config, options)
+        if options.compare_prefect:
+            rows = _ordered(rows + _prefect_rows(config, options))
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
