@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fluvial import flow, task
-from fluvial.cache_policies import INPUTS
+from fluvial.cache_policies import INPUTS, TASK_SOURCE
 
 
 def _mark(name: str) -> None:
@@ -43,12 +43,12 @@ def broken(x: int) -> int:
     raise ValueError(f"broken on {x}")
 
 
-@task(cache_policy=INPUTS, cache_expiration=dt.timedelta(milliseconds=1))
+@task(cache_policy=INPUTS + TASK_SOURCE, cache_expiration=dt.timedelta(milliseconds=1))
 def short_lived(x: int) -> int:
     return x + 1000
 
 
-@task(cache_policy=INPUTS)
+@task(cache_policy=INPUTS + TASK_SOURCE)
 def kept(x: int) -> int:
     return x + 2000
 

@@ -23,7 +23,8 @@ def test_runs_the_readme_example_file(shell: Callable[..., Result]) -> None:
     result = shell("run", f"{example}:weather_report", "--param", 'cities=["Lyon", "Oslo"]')
     assert result.code == 0, result.err
     assert "finished Completed" in result.out
-    assert "'Lyon':" in result.out and "'Oslo':" in result.out
+    assert "'Lyon':" in result.out
+    assert "'Oslo':" in result.out
     assert "tasks: " in result.out
 
 
@@ -117,9 +118,7 @@ def test_process_runner_gets_a_file_flow_by_value(shell: Callable[..., Result]) 
     assert "result: 6" in result.out
 
 
-def test_storage_persists_and_journals_the_run(
-    cli: Callable[..., Result], tmp_path: Path
-) -> None:
+def test_storage_persists_and_journals_the_run(cli: Callable[..., Result], tmp_path: Path) -> None:
     storage = tmp_path / "results"
     result = cli("run", ADD, "-p", "a=1", "-p", "b=2", "--storage", str(storage))
     assert result.code == 0, result
