@@ -59,8 +59,8 @@ class Crash:
         """How many times each task ran, from the side-effect files."""
         return Counter(int(p.name.split("-")[1]) for p in self.marks.glob("run-*"))
 
-    def crash(self, hold_from: int) -> RunRecord:
-        """Run the flow until the tasks before *hold_from* finished, then SIGKILL it."""
+    def crash(self, hold_from: int, how: signal.Signals = signal.SIGKILL) -> RunRecord:
+        """Run the flow until the tasks before *hold_from* finished, then signal it."""
         env = {
             **self.env,
             "CRASH_HOLD_FROM": str(hold_from),
@@ -76,9 +76,9 @@ class Crash:
         )
         try:
             record = self._wait_for_finished(process, hold_from)
-            os.kill(process.pid, signal.SIGKILL)
+            os.kill(process.pid, how)
             process.wait(timeout=30)
-            assert process.returncode == -signal.SIGKILL
+            assert process.returncode == -how
         finally:
             (self.marks / "release").touch()  # held tasks on surviving workers fail and end
             _kill_group(process)
@@ -222,3 +222,14 @@ def test_dask_runner_on_local_disk(tmp_path: Path, dask_address: str) -> None:
         tmp_path, str(tmp_path / "store"), n=5, CRASH_RUNNER="dask", CRASH_DASK_ADDRESS=dask_address
     )
     check_resumed(crash, hold_from=2, uninterrupted_store=str(tmp_path / "store-2"))
+
+
+def test_sigterm_flushes_the_journal_before_the_process_ends(tmp_path: Path) -> None:
+    crash = Crash(tmp_path, str(tmp_path / "store"), n=4)
+    run_id = crash.crash(hold_from=2, how=signal.SIGTERM).id
+    record = read_run(run_id, crash.storage)
+    assert record.state == "CRASHED"
+    assert record.attempts[0].ended is not None
+    assert record.task_counts["Completed"] == 2
+    assert crash.resume_elsewhere(run_id) == [0, 1, 4, 9]
+    assert crash.executions() == {0: 1, 1: 1, 2: 2, 3: 2}

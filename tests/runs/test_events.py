@@ -72,6 +72,25 @@ def test_states_from_process_workers_reach_listeners(events: list[RunEvent]) -> 
     assert {e.run_id for e in finals} == {e.run_id for e in task_events}
 
 
+def test_a_dask_worker_in_this_process_does_not_report_runs_twice(
+    events: list[RunEvent],
+) -> None:
+    import distributed
+
+    from fluvial.runners import DaskTaskRunner
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0"
+    ) as cluster:
+        on_dask = doubles.with_options(
+            task_runner=DaskTaskRunner(address=cluster.scheduler_address)
+        )
+        assert on_dask(3) == [0, 2, 4]
+    finals = [e for e in events if e.kind == "task" and e.state.is_final()]
+    assert len(finals) == 3
+    assert len({e.run_id for e in finals}) == 3
+
+
 def test_a_failing_listener_is_logged_and_the_flow_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

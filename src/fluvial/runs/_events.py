@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import _runs
+from ..context import _flow_run_context
 
 if TYPE_CHECKING:
     import uuid
@@ -95,6 +96,8 @@ def _install() -> None:
 
 
 def _dispatch(run: Any, state: State[Any]) -> None:
+    if run.__class__ is _runs.TaskRun and _on_worker():
+        return
     for observer in _run_observers:
         try:
             observer(run, state)
@@ -107,6 +110,21 @@ def _dispatch(run: Any, state: State[Any]) -> None:
                 listener(event)
             except Exception:
                 _logger.exception("run listener %r raised; ignored", listener)
+
+
+def _on_worker() -> bool:
+    """Whether this is a worker's copy of a task run (a Dask worker thread in this process).
+
+    The flow process's own record of the run reports its final state; the worker's copy
+    must not report the run a second time.
+    """
+    from ..runners._remote import _FlowStandIn
+
+    ctx = _flow_run_context.get()
+    if ctx is None:
+        return False
+    flow: Any = ctx.flow
+    return flow.__class__ is _FlowStandIn
 
 
 def _event(run: Any, state: State[Any]) -> RunEvent:
