@@ -32,6 +32,7 @@ class RunConfig:
     tasks_default_persist_result: bool | None = None
     tasks_unhashable_inputs: str = "warn"
     thread_pool_max_workers: int = 64
+    process_pool_max_workers: int | None = None  # None: the number of CPUs
     logging_level: str = "INFO"
     logging_setup: bool = True
 
@@ -93,6 +94,7 @@ def _from_settings(settings: Any) -> RunConfig:
         tasks_default_persist_result=settings.tasks_default_persist_result,
         tasks_unhashable_inputs=settings.tasks_unhashable_inputs,
         thread_pool_max_workers=settings.thread_pool_max_workers,
+        process_pool_max_workers=settings.process_pool_max_workers,
         logging_level=settings.logging_level,
         logging_setup=settings.logging_setup,
     )

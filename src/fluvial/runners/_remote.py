@@ -20,6 +20,7 @@ __all__ = (
     "crashed_outcome",
     "make_payload",
     "pickling_error",
+    "record_data",
     "replay_outcome",
     "run_payload",
 )
@@ -224,13 +225,18 @@ class _LogCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if _capturing.get() is not self:
             return
-        data = dict(record.__dict__)
-        data["msg"] = record.getMessage()
-        data["args"] = None
-        data["exc_info"] = None
-        if record.exc_info and record.exc_info[1] is not None:
-            data["exc_text"] = "".join(traceback.format_exception(*record.exc_info))
-        self.records.append(data)
+        self.records.append(record_data(record))
+
+
+def record_data(record: logging.LogRecord) -> dict[str, Any]:
+    """Return *record* as a picklable dict that :func:`logging.makeLogRecord` turns back."""
+    data = dict(record.__dict__)
+    data["msg"] = record.getMessage()
+    data["args"] = None
+    data["exc_info"] = None
+    if record.exc_info and record.exc_info[1] is not None:
+        data["exc_text"] = "".join(traceback.format_exception(*record.exc_info))
+    return data
 
 
 @contextmanager

@@ -1,44 +1,39 @@
 """Task runs in worker processes on this machine, for CPU-bound work the GIL would serialise.
 
-Each worker is a spawned process that runs one task run at a time; a thread in the flow process
-feeds it over a pipe and watches it. Because the pool knows which run each worker holds, a
-worker that dies (``os._exit``, a segfault, SIGKILL from the OOM killer) fails exactly that run
-as ``Crashed`` and is replaced; the other runs carry on. Python's ProcessPoolExecutor cannot do
-this: one dead worker breaks the whole pool.
+Workers are spawned processes fed by one dispatcher thread of the flow process (see
+:mod:`fluvial.runners._process_pool`). Because the pool knows which run each worker holds, a
+worker that dies (``os._exit``, a segfault, SIGKILL from the OOM killer) fails exactly the run
+it was running, as ``Crashed``, and is replaced; the other runs carry on. Python's
+ProcessPoolExecutor cannot do this: one dead worker breaks the whole pool.
 
 Arguments are resolved in the flow process before dispatch (a task starts only when its inputs
-are done) and cloudpickled; the task object itself is pickled once per runner and sent to each
-worker once. The engine runs in the worker (see :mod:`fluvial.runners._remote`).
+are done) and pickled; the task object, the flow run's context and the settings are pickled
+once per runner and sent to each worker once. The engine runs in the worker (see
+:mod:`fluvial.runners._process_worker`).
 """
 
 from __future__ import annotations
 
 __all__ = ("ProcessPoolTaskRunner",)
 
-import hashlib
+import itertools
+import logging
 import multiprocessing
 import os
-import queue
-import signal
-import threading
+import pickle
 from collections.abc import Iterable
-from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Self
 
+from .._config import run_config
+from ..context import _flow_run_context
 from ..engine.resolve import needs_resolution, resolve_parameters, unfinished_upstream
 from ..engine.task_engine import new_task_run
 from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import Future
 from ..states import Cancelled, Failed, NotReady, State
-from ._remote import (
-    RemoteOutcome,
-    capture_submission,
-    crashed_outcome,
-    make_payload,
-    pickling_error,
-    replay_outcome,
-    run_payload,
-)
+from ._process_pool import ProcessPool
+from ._process_worker import RUN, dumps
+from ._remote import Submission, capture_submission, crashed_outcome, pickling_error
 from .base import TaskRunner
 from .thread import _when_all_done
 
@@ -49,106 +44,109 @@ if TYPE_CHECKING:
 # How long past a task's own time limits the flow process waits before ending a stuck worker:
 # room for cache lookups, lock waits and persisting the result.
 _HARD_TIMEOUT_GRACE = 30.0
+_START_METHODS = ("spawn", "forkserver")
 
 
-def _worker_main(conn: Connection) -> None:
-    """Run payloads sent by the flow process until the pipe closes (in the worker process)."""
-    import cloudpickle
+class _TaskEntry:
+    """A task as the runner sends it: its key, pickled form and hard time limit."""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the flow process's to handle
-    tasks: dict[bytes, Any] = {}
-    while True:
-        try:
-            digest, blob, payload = cloudpickle.loads(conn.recv_bytes())
-        except EOFError:
-            return
-        if blob is not None:
-            tasks[digest] = cloudpickle.loads(blob)
-        payload.task = tasks[digest]
-        outcome = run_payload(payload)
-        try:
-            data = cloudpickle.dumps(outcome)
-        except Exception as exc:  # the state passed _portable, but the logs may not
-            outcome.logs = []
-            outcome.state = Failed(data=SerializationError(str(exc)), message=str(exc))
-            data = cloudpickle.dumps(outcome)
-        conn.send_bytes(data)
+    __slots__ = ("blob", "key", "limit", "task")
 
+    def __init__(self, task: Task[..., Any], key: int) -> None:
+        import cloudpickle
 
-class _Worker:
-    """One worker process and the pipe to it."""
-
-    def __init__(self, context: Any) -> None:
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
-        self.known: set[bytes] = set()
-
-    def run(self, message: bytes, limit: float | None) -> bytes | None:
-        """Send one run and wait for its outcome; None if the worker died or was ended."""
-        ready: list[Any] = []
-        try:
-            self.conn.send_bytes(message)
-            ready = wait([self.conn, self.process.sentinel], timeout=limit)
-            if self.conn in ready:
-                data: bytes = self.conn.recv_bytes()
-                return data
-        except (EOFError, OSError):
-            pass
-        if not ready and self.process.is_alive():  # past the hard timeout: end the stuck worker
-            self.stop()
-        return None
-
-    def describe_death(self) -> str:
-        """Say how the worker ended."""
-        self.process.join(timeout=5)
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                return f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"killed by signal {-code}"
-        return f"exit code {code}"
-
-    def stop(self) -> None:
-        """End the worker process."""
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
+        self.task = task
+        self.key = key
+        self.blob: bytes = cloudpickle.dumps(task)
+        self.limit = _hard_limit(task)
 
 
 class _Job:
     """One submitted run on its way to a worker."""
 
-    __slots__ = ("future", "parameters", "run", "started", "submission", "task", "wait_for")
+    __slots__ = (
+        "context_key",
+        "future",
+        "limit",
+        "message",
+        "parameters",
+        "run",
+        "runner",
+        "started",
+        "submission",
+        "task",
+        "task_blob",
+        "task_key",
+        "wait_for",
+        "wire",
+    )
 
     def __init__(
         self,
+        runner: ProcessPoolTaskRunner,
         task: Task[..., Any],
         run: TaskRun,
         parameters: dict[str, Any],
         wait_for: Iterable[Any] | None,
         future: Future[Any],
     ) -> None:
-        self.submission = capture_submission()  # in the submitting thread, for its context
-        self.started = False
+        self.runner = runner
+        # Captured in the submitting thread, for its flow run context and settings.
+        self.context_key, self.submission = runner._submission()
+        self.started = False  # running on a worker (not just queued in its pipe)
         self.task = task
         self.run = run
         self.parameters = parameters
         self.wait_for = wait_for
         self.future = future
+        self.message = b""
+        self.task_key = 0
+        self.task_blob = b""
+        self.limit: float | None = None
+        self.wire = 0  # bytes sent to the worker for this run
+
+    def prepare(self) -> State[Any] | None:
+        """Resolve the arguments and pickle the run; a final state instead if it cannot go."""
+        if self.message:
+            return None
+        try:
+            parameters = resolve_parameters(self.parameters, self.wait_for)
+        except UpstreamTaskError as exc:
+            return NotReady(message=str(exc))
+        entry = self.runner._task_entry(self.task)
+        if isinstance(entry, State):
+            return entry
+        self.task_key, self.task_blob, self.limit = entry.key, entry.blob, entry.limit
+        context = self.runner._context_blob(self.context_key, self.submission)
+        if isinstance(context, State):
+            return context
+        run = self.run
+        message = (RUN, entry.key, self.context_key, run.id.bytes, run._name, run.tags, parameters)
+        try:
+            self.message = dumps(message)
+        except Exception as exc:
+            failure = pickling_error(self.task, parameters, exc, "a worker process")
+            return Failed(data=failure, message=str(failure))
+        return None
+
+    def context_blob(self) -> bytes:
+        """Return the pickled submission context (:meth:`prepare` checked that it pickles)."""
+        blob = self.runner._context_blob(self.context_key, self.submission)
+        if isinstance(blob, State):
+            raise SerializationError(str(blob.message))
+        return blob
+
+    def finish(self, state: State[Any]) -> None:
+        """Record the final state and resolve the future."""
+        self.runner._finish(self, state)
 
 
 class ProcessPoolTaskRunner(TaskRunner):
-    """Run tasks in up to *max_workers* worker processes (default: the number of CPUs).
+    """Run tasks in up to *max_workers* worker processes.
 
     Args:
-        max_workers: worker processes; default ``os.cpu_count()``.
+        max_workers: worker processes at most; default the ``process_pool_max_workers``
+            setting (``FLUVIAL_PROCESS_POOL_MAX_WORKERS``), else the number of CPUs.
         mp_context: the multiprocessing start method, "spawn" (default) or "forkserver".
     """
 
@@ -156,14 +154,19 @@ class ProcessPoolTaskRunner(TaskRunner):
         super().__init__()
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        if mp_context not in _START_METHODS:
+            raise ValueError(
+                f"mp_context must be one of {', '.join(map(repr, _START_METHODS))}, got "
+                f"{mp_context!r}: workers must not inherit the flow process's threads (fork)"
+            )
         self.max_workers = max_workers
         self.mp_context = mp_context
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._feeders: list[threading.Thread] = []
-        self._workers: list[_Worker] = []
+        self._pool: ProcessPool | None = None
         self._pending: dict[Future[Any], _Job] = {}
-        self._blobs: dict[int, tuple[Any, bytes, bytes]] = {}
-        self._lock = threading.Lock()
+        self._keys = itertools.count(1)
+        self._tasks: dict[int, _TaskEntry] = {}
+        self._contexts: dict[int, bytes | State[Any]] = {}
+        self._last_context: tuple[Any, ...] = ()
 
     def duplicate(self) -> Self:
         """Return an unstarted runner with the same configuration."""
@@ -171,43 +174,37 @@ class ProcessPoolTaskRunner(TaskRunner):
 
     def __enter__(self) -> Self:
         super().__enter__()
+        size = self.max_workers or run_config().process_pool_max_workers or os.cpu_count() or 1
         context = multiprocessing.get_context(self.mp_context)
-        for number in range(self.max_workers or os.cpu_count() or 1):
-            thread = threading.Thread(
-                target=self._feed,
-                args=(context,),
-                name=f"fluvial-process-feeder-{number}",
-                daemon=True,
-            )
-            self._feeders.append(thread)
-            thread.start()
+        self._pool = ProcessPool(size, context, self._complete, self._crash)
         return self
 
     def __exit__(self, exc_type: object = None, *rest: object) -> None:
         """Stop the workers; after a crash, cancel runs that have not started."""
         super().__exit__(exc_type, *rest)
+        pool, self._pool = self._pool, None
         if exc_type is not None:
             self._abandon()
-        for _ in self._feeders:
-            self._queue.put(None)
-        for thread in self._feeders:
-            thread.join(timeout=None if exc_type is None else 5)
-        for worker in list(self._workers):
-            worker.stop()
-        self._feeders.clear()
-        self._workers.clear()
+        if pool is not None:
+            pool.close(abandon=exc_type is not None)
+        self._tasks.clear()
+        self._contexts.clear()
+        self._last_context = ()
 
     def _abandon(self) -> None:
         # The flow run is over (crash, cancel, timeout): runs still queued are cancelled, runs
-        # on workers crash with them, and the workers are ended at once so no feeder waits.
+        # on workers crash with them, and the workers are ended at once.
         for job in list(self._pending.values()):
             if job.started:
                 state = crashed_outcome(job.run, "the flow run ended while this task ran")
             else:
                 state = Cancelled(message="The flow run ended before this task run started.")
             self._finish(job, state)
-        for worker in list(self._workers):
-            worker.stop()
+
+    @property
+    def size(self) -> int | None:
+        """The number of worker processes the started runner may use, or None if not started."""
+        return None if self._pool is None else self._pool.size
 
     def submit(
         self,
@@ -217,11 +214,12 @@ class ProcessPoolTaskRunner(TaskRunner):
         dependencies: dict[str, Any] | None = None,
     ) -> Future[Any]:
         """Queue a run of *task*; it goes to a worker once its upstream futures are done."""
-        if not self._started:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError("The task runner must be started (entered) before submitting work")
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
-        job = _Job(task, run, parameters, wait_for, future)
+        job = _Job(self, task, run, parameters, wait_for, future)
         self._pending[future] = job
         upstream = (
             unfinished_upstream(parameters, wait_for)
@@ -229,110 +227,82 @@ class ProcessPoolTaskRunner(TaskRunner):
             else None
         )
         if upstream:
-            _when_all_done(upstream, lambda: self._queue.put(job))
+            _when_all_done(upstream, lambda: pool.put(job))
         else:
-            self._queue.put(job)
+            pool.put(job)
         return future
 
     def pending_futures(self) -> list[Future[Any]]:
         """Return the futures of runs that have not finished."""
         return list(self._pending)
 
-    def _feed(self, context: Any) -> None:
-        worker: _Worker | None = None
-        while True:
-            job = self._queue.get()
-            if job is None:
-                break
-            if job.future.done():
-                continue
+    # --- used by jobs and the pool -----------------------------------------------------------
+
+    def _submission(self) -> tuple[int, Submission]:
+        # Runs submitted from the same flow run attempt with the same settings share one
+        # context, pickled and sent to each worker once.
+        flow_ctx = _flow_run_context.get()
+        config = run_config()
+        attempt = flow_ctx.flow_run.run_count if flow_ctx is not None else 0
+        last = self._last_context
+        if last and last[0] is flow_ctx and last[1] == attempt and last[2] is config:
+            return last[3], last[4]
+        key, submission = next(self._keys), capture_submission()
+        self._last_context = (flow_ctx, attempt, config, key, submission)
+        return key, submission
+
+    def _context_blob(self, key: int, submission: Submission) -> bytes | State[Any]:
+        blob = self._contexts.get(key)
+        if blob is None:
+            import cloudpickle
+
             try:
-                worker = self._run_job(job, worker, context)
-            except BaseException as exc:  # never leave a future unfinished
-                self._finish(
-                    job, crashed_outcome(job.run, f"the process runner failed: {exc}", exc)
+                blob = cloudpickle.dumps(submission)
+            except Exception as exc:
+                error = SerializationError(
+                    f"the flow run's context (its parameters, result storage or settings) "
+                    f"cannot be pickled to send it to a worker process: {exc}"
                 )
+                blob = Failed(data=error, message=str(error))
+            if len(self._contexts) >= 64:  # a job whose context was dropped pickles it again
+                self._contexts.pop(next(iter(self._contexts)))
+            self._contexts[key] = blob
+        return blob
 
-    def _run_job(self, job: _Job, worker: _Worker | None, context: Any) -> _Worker | None:
-        if worker is None or not worker.process.is_alive():
-            if worker is not None:
-                self._forget(worker)
-            worker = self._new_worker(context)
-        message = self._message(job, worker)
-        if isinstance(message, State):
-            self._finish(job, message)
-            return worker
-        job.started = True
-        data = worker.run(message, _hard_limit(job.task))
-        if data is None:
-            reason = worker.describe_death()
-            self._forget(worker)
-            self._finish(
-                job,
-                crashed_outcome(
-                    job.run,
-                    f"the worker process running task run {job.run.name!r} died "
-                    f"({reason}) before the run finished",
-                ),
-            )
-            return None
-        import cloudpickle
+    def _task_entry(self, task: Task[..., Any]) -> _TaskEntry | State[Any]:
+        entry = self._tasks.get(id(task))
+        if entry is None or entry.task is not task:
+            try:
+                entry = _TaskEntry(task, next(self._keys))
+            except Exception as exc:
+                error = SerializationError(
+                    f"task {task.name!r} cannot be pickled to send it to a worker process: {exc}"
+                )
+                return Failed(data=error, message=str(error))
+            self._tasks[id(task)] = entry
+        return entry
 
-        outcome: RemoteOutcome = cloudpickle.loads(data)
-        state = replay_outcome(job.run, outcome)
-        self._finish(job, state)
-        if state.name == "TimedOut":
-            # The timed-out code may still be running on an abandoned thread: recycle the worker.
-            worker.stop()
-            self._forget(worker)
-            return None
-        return worker
-
-    def _message(self, job: _Job, worker: _Worker) -> bytes | State[Any]:
-        import cloudpickle
-
+    def _complete(self, job: _Job, data: bytes) -> tuple[State[Any], float]:
         try:
-            parameters = resolve_parameters(job.parameters, job.wait_for)
-        except UpstreamTaskError as exc:
-            return NotReady(message=str(exc))
-        try:
-            task_digest, blob = self._task_blob(job.task)
+            state, run_count, run_name, records, seconds = pickle.loads(data)
         except Exception as exc:
             error = SerializationError(
-                f"task {job.task.name!r} cannot be pickled to send it to a worker process: {exc}"
+                f"task {job.task.name!r}: the result of run {job.run.name!r} could not be "
+                f"unpickled in the flow process: {type(exc).__name__}: {exc}"
             )
-            return Failed(data=error, message=str(error))
-        payload = make_payload(job.task, job.run, parameters, job.submission)
-        payload.task = None  # type: ignore[assignment]  # sent separately, once per worker
-        send_blob = None if task_digest in worker.known else blob
-        try:
-            message: bytes = cloudpickle.dumps((task_digest, send_blob, payload))
-        except Exception as exc:
-            failure = pickling_error(job.task, parameters, exc, "a worker process")
-            return Failed(data=failure, message=str(failure))
-        worker.known.add(task_digest)
-        return message
+            state, run_count, run_name, records, seconds = Failed(data=error), 0, None, [], 0.0
+        run = job.run
+        run.run_count = run_count
+        if run_name is not None:
+            run.name = run_name
+        for record in records:  # re-emitted here, in order, as if logged in this process
+            emitted = logging.makeLogRecord(record)
+            logging.getLogger(emitted.name).handle(emitted)
+        self._finish(job, state)
+        return state, seconds
 
-    def _task_blob(self, task: Task[..., Any]) -> tuple[bytes, bytes]:
-        import cloudpickle
-
-        cached = self._blobs.get(id(task))
-        if cached is None or cached[0] is not task:
-            blob = cloudpickle.dumps(task)
-            cached = (task, hashlib.blake2b(blob, digest_size=16).digest(), blob)
-            self._blobs[id(task)] = cached
-        return cached[1], cached[2]
-
-    def _new_worker(self, context: Any) -> _Worker:
-        worker = _Worker(context)
-        with self._lock:
-            self._workers.append(worker)
-        return worker
-
-    def _forget(self, worker: _Worker) -> None:
-        with self._lock:
-            if worker in self._workers:
-                self._workers.remove(worker)
+    def _crash(self, job: _Job, reason: str) -> None:
+        self._finish(job, crashed_outcome(job.run, reason))
 
     def _finish(self, job: _Job, state: State[Any]) -> None:
         if job.future.done():

@@ -106,6 +106,14 @@ class SettingsValues(BaseModel):
         ge=1,
         description="Threads a ThreadPoolTaskRunner() without max_workers runs at once.",
     )
+    process_pool_max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Worker processes a ProcessPoolTaskRunner() without max_workers starts at most; "
+            "unset means the number of CPUs."
+        ),
+    )
     logging_level: str = Field(
         default="INFO",
         description="The level of the 'fluvial' logger when a run first sets up logging.",
