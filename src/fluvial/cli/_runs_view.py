@@ -44,11 +44,19 @@ def _counts(counts: dict[str, int]) -> str:
 
 def runs_table(runs: Sequence[RunRecord], storage: str) -> Table:
     """Return the table of ``fluvial runs ls``."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"Flow runs in {storage}", title_justify="left")
-    for column in ("id", "flow", "name", "state", "started", "duration", "tasks"):
-        table.add_column(column, no_wrap=column != "tasks")
+    table = Table(
+        title=f"Flow runs in {storage}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    # Ids and times stay whole; names and task counts wrap when the terminal is narrow.
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in ("flow", "name"):
+        table.add_column(column, overflow="fold", min_width=12)
+    for column in ("state", "started", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("tasks", overflow="fold", min_width=14)
     for run in runs:
         table.add_row(
             str(run.id),

@@ -89,9 +89,18 @@ def _ls(
     from rich.table import Table
 
     now = dt.datetime.now(dt.UTC)
-    table = Table(title=f"Records in {store.result_storage_url}", title_justify="left")
-    for column in ("key", "size", "serializer", "written", "expires"):
-        table.add_column(column, justify="right" if column == "size" else "left", no_wrap=True)
+    from rich import box
+
+    table = Table(
+        title=f"Records in {store.result_storage_url}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("key", overflow="fold", min_width=32)
+    table.add_column("size", justify="right", no_wrap=True)
+    for column in ("serializer", "written", "expires"):
+        table.add_column(column, no_wrap=True)
     for record in records:
         meta = record.metadata
         table.add_row(
