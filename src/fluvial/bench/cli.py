@@ -127,6 +127,7 @@ def _measure(config: Config, options: argparse.Namespace) -> list[Row]:
         jobs = plan(config, options.scenario, options.runner, backends, storages)
         if not jobs:
             raise UsageError("no selected scenario applies to the selected runners; see --list")
+        _quiet()
         with Progress(*columns, transient=True) as progress:
             bar = progress.add_task("starting", total=len(jobs))
 
@@ -190,7 +191,6 @@ def run(argv: list[str] | None, prog: str) -> int:
             return 0
         config = _config(options)
         _check_extras(options)
-        _quiet()
         rows = _measure(config, options)
         if options.compare_prefect:
             rows = _ordered(rows + _prefect_rows(config, options))
