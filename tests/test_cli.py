@@ -18,6 +18,7 @@ import pytest
 
 from fluvial.cli import main
 from fluvial.settings import _state, load_profiles
+from fluvial.settings._model import SettingsValues
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -236,7 +237,7 @@ def test_config_set_and_view(
 
     code, out, _ = run(capsys, "config", "view", "--show-defaults", "--show-sources")
     lines = out.splitlines()
-    assert len(lines) == 12, "the profile line and every setting"
+    assert len(lines) == 1 + len(SettingsValues.model_fields), "the profile line, every setting"
     assert f'FLUVIAL_PROFILES_PATH = "{home / "profiles.toml"}"  (from default)' in lines
     assert "FLUVIAL_THREAD_POOL_MAX_WORKERS = 8  (from profile)" in lines
     assert 'FLUVIAL_LOGGING_LEVEL = "WARNING"  (from env)' in lines
