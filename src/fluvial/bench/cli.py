@@ -111,6 +111,7 @@ def _quiet() -> None:
 
 def _measure(config: Config, options: argparse.Namespace) -> list[Row]:
     """Plan and run every selected row under a progress bar; return the rows."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ._backends import Backends
@@ -128,13 +129,17 @@ def _measure(config: Config, options: argparse.Namespace) -> list[Row]:
         if not jobs:
             raise UsageError("no selected scenario applies to the selected runners; see --list")
         _quiet()
-        with Progress(*columns, transient=True) as progress:
+        console = Console(stderr=True)
+        with Progress(*columns, console=console, transient=True) as progress:
             bar = progress.add_task("starting", total=len(jobs))
 
             def advance(job: Job) -> None:
                 label = f" {job.row.label}" if job.row.label else ""
                 text = f"{job.row.scenario}{label} · {job.row.runner} · N={job.row.n:,}"
-                progress.update(bar, description=text, completed=jobs.index(job))
+                done = jobs.index(job)
+                progress.update(bar, description=text, completed=done)
+                if not console.is_terminal:  # CI logs: a line per row instead of a bar
+                    print(f"[{done + 1}/{len(jobs)}] {text}", file=sys.stderr, flush=True)
 
             run_jobs(jobs, advance)
             progress.update(bar, completed=len(jobs))
