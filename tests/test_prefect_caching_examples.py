@@ -49,10 +49,12 @@ except ImportError:  # tests/ became a package
 
 
 def _records(directory):
-    """The names of the files under *directory* (recursively), relative to it."""
+    """The names of the record files under *directory* (recursively), relative to it; the run
+    journal (``runs/``) holds no records."""
     if not directory.exists():
         return set()
-    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+    files = (p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+    return {str(p) for p in files if p.parts[0] != "runs"}
 
 
 # ------------------------------------------------------------------------------------------------
