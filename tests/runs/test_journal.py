@@ -274,3 +274,30 @@ def test_subflows_are_linked_both_ways(tmp_path: Path) -> None:
     for child_id in record.children:
         assert read_run(child_id, storage).parent_id == parent_id
     assert list_runs(storage, flow_name="child")[0].parent_id == parent_id
+
+
+def test_a_subflow_resumed_on_its_own_keeps_its_parent() -> None:
+    from fluvial.runs import resume
+
+    @flow(persist_result=True)  # both journal in the default storage
+    def parent() -> Any:
+        return child_flow(2, return_state=True)
+
+    parent_id = parent(return_state=True).state_details.flow_run_id
+    (child,) = list_runs(flow_name="child-flow")
+    assert child.state == "FAILED"
+    FAIL_CHILD.clear()
+    assert resume(child.id) == 3
+    resumed = read_run(child.id)
+    assert resumed.parent_id == parent_id
+    assert [a.state_name for a in resumed.attempts] == ["Failed", "Completed"]
+
+
+FAIL_CHILD = {"on": True}
+
+
+@flow(name="child-flow", persist_result=True)
+def child_flow(x: int) -> int:
+    if FAIL_CHILD:
+        raise RuntimeError("child broke")
+    return inc(x)

@@ -209,6 +209,7 @@ def _initial_summary(
         "parent_id": _str(run.parent_flow_run_id),
         "parent_task_run_id": _str(run.parent_task_run_id),
         "root_id": _str(run.root_flow_run_id),
+        **_lineage(previous),
         "children": list(previous["children"]) if previous else [],
         "result": None,
         "task_counts": {},
@@ -218,6 +219,13 @@ def _initial_summary(
     for state in run.state_history:
         _apply_flow_state(summary, run, state)
     return summary
+
+
+def _lineage(previous: dict[str, Any] | None) -> dict[str, Any]:
+    # A subflow resumed on its own keeps the parent it was first run under.
+    if not previous or previous.get("parent_id") is None:
+        return {}
+    return {key: previous.get(key) for key in ("parent_id", "parent_task_run_id", "root_id")}
 
 
 def _encode_parameters(parameters: dict[str, Any], serializer: Any) -> tuple[Any, str | None]:
