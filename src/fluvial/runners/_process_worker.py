@@ -7,7 +7,9 @@ A worker reads messages from its pipe one at a time, in the order they were sent
   and settings of the submitting code), likewise sent once; *forget* names one the worker may
   drop, so a long flow run does not pile them up;
 * ``(RUN, task_key, context_key, run_id, run_name, tags, parameters)``: one task run, answered
-  with one reply ``(state, run_count, run_name, log_records, seconds)``.
+  with one reply ``(state fields, run_count, run_name, log_records, seconds)``, the final
+  state taken apart into plain values (see :func:`state_fields`), which pickle several times
+  faster than the object.
 
 Everything runs in the worker's main thread, strictly in order: a worker starts reading the next
 message only after sending the reply to the previous run, so the flow process knows that of the
@@ -20,8 +22,9 @@ once per worker, so a run costs little more than the task engine itself.
 
 from __future__ import annotations
 
-__all__ = ("CONTEXT", "RUN", "TASK", "dumps", "worker_main")
+__all__ = ("CONTEXT", "RUN", "TASK", "dumps", "state_fields", "state_from_fields", "worker_main")
 
+import contextlib
 import logging
 import pickle
 import signal
@@ -34,7 +37,8 @@ from .._config import _shipped
 from .._runs import FlowRun, TaskRun
 from ..context import FlowRunContext, _flow_run_context, _tags
 from ..exceptions import SerializationError
-from ..states import Failed, State, StateType
+from ..futures import wait
+from ..states import Failed, State, StateDetails, StateType
 from ._remote import Submission, _FlowStandIn, _portable, record_data
 
 if TYPE_CHECKING:
@@ -61,16 +65,13 @@ def dumps(value: Any) -> bytes:
     """
     import cloudpickle
 
+    data = None
     if not cloudpickle.list_registry_pickle_by_value():
-        try:
+        with contextlib.suppress(Exception):  # cloudpickle may manage, or explains why not
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            pass
-        else:
-            if b"__main__" not in data:
-                return data
-    pickled: bytes = cloudpickle.dumps(value)
-    return pickled
+    if data is None or b"__main__" in data:
+        data = cloudpickle.dumps(value)
+    return data
 
 
 def worker_main(conn: Connection) -> None:
@@ -121,8 +122,6 @@ class _Context:
         """Wait for the runs that the last task submitted (and those they submitted)."""
         if self.runner is None:
             return
-        from ..futures import wait
-
         while pending := self.runner.pending_futures():
             wait(pending)
 
@@ -244,19 +243,34 @@ def _reply(
     seconds: float,
 ) -> bytes:
     """Pickle the outcome of a run; a state or logs that cannot travel become a clear failure."""
-    state._run_ids = None  # the flow process stamps its own record of the run
     if isinstance(state.data, BaseException):
         state = _portable(state, task_name)  # also checks that the exception can be rebuilt
     try:
-        return dumps((state, run_count, run_name, records, seconds))
+        return dumps((state_fields(state), run_count, run_name, records, seconds))
     except Exception:
         state = _portable(state, task_name)  # explains an unpicklable return value
     try:
-        return dumps((state, run_count, run_name, records, seconds))
+        return dumps((state_fields(state), run_count, run_name, records, seconds))
     except Exception as exc:  # the state travels, but some log record does not
         error = SerializationError(f"task {task_name!r}: its log records cannot be sent: {exc}")
         failed = Failed(data=error, message=str(error))
-        return dumps((failed, run_count, run_name, [], seconds))
+        return dumps((state_fields(failed), run_count, run_name, [], seconds))
+
+
+StateFields = tuple[str, str, str | None, Any, float, StateDetails | None]
+
+
+def state_fields(state: State[Any]) -> StateFields:
+    """Take *state* apart into plain values; its run ids stay: the flow process has its own."""
+    return (state.type.name, state.name, state.message, state.data, state._ts, state._details)
+
+
+def state_from_fields(fields: StateFields) -> State[Any]:
+    """Rebuild a state taken apart by :func:`state_fields`."""
+    type_name, name, message, data, timestamp, details = fields
+    state: State[Any] = State(StateType[type_name], name, message, data, details)
+    state._ts = timestamp
+    return state
 
 
 def _unloadable_task(exc: Exception, run_name: str | None) -> bytes:
@@ -265,4 +279,4 @@ def _unloadable_task(exc: Exception, run_name: str | None) -> bytes:
         "Define tasks at module level in a module the worker can import (and guard the "
         "script's entry point with `if __name__ == '__main__':`)."
     )
-    return dumps((Failed(data=error, message=str(error)), 0, run_name, [], 0.0))
+    return dumps((state_fields(Failed(data=error, message=str(error))), 0, run_name, [], 0.0))

@@ -32,7 +32,7 @@ from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import Future
 from ..states import Cancelled, Failed, NotReady, State
 from ._process_pool import ProcessPool
-from ._process_worker import RUN, dumps
+from ._process_worker import RUN, dumps, state_from_fields
 from ._remote import Submission, capture_submission, crashed_outcome, pickling_error
 from .base import TaskRunner
 from .thread import _when_all_done
@@ -284,7 +284,8 @@ class ProcessPoolTaskRunner(TaskRunner):
 
     def _complete(self, job: _Job, data: bytes) -> tuple[State[Any], float]:
         try:
-            state, run_count, run_name, records, seconds = pickle.loads(data)
+            fields, run_count, run_name, records, seconds = pickle.loads(data)
+            state = state_from_fields(fields)
         except Exception as exc:
             error = SerializationError(
                 f"task {job.task.name!r}: the result of run {job.run.name!r} could not be "
