@@ -94,3 +94,17 @@ async def async_add(a: int, b: int) -> int:
 
 def plain_function() -> None:
     """Not a flow."""
+
+
+@task
+def nap(seconds: float) -> float:
+    _mark("nap-started")
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@flow
+def sleepy(seconds: float = 60) -> float:
+    return nap(seconds)

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +23,10 @@ def storage(tmp_path: Path) -> Path:
     return tmp_path / "results"
 
 
-def _records(cli: Callable[..., Result], storage: Path | str, *extra: str) -> list[dict]:  # type: ignore[type-arg]
+def _records(cli: Callable[..., Result], storage: Path | str, *extra: str) -> list[Any]:
     listed = cli("cache", "ls", "--storage", str(storage), "--json", *extra)
     assert listed.code == 0, listed
-    records: list[dict] = json.loads(listed.out)  # type: ignore[type-arg]
+    records: list[Any] = json.loads(listed.out)
     return records
 
 
@@ -145,3 +146,13 @@ def test_s3_records_and_runs(shell: Callable[..., Result], s3_server: object) ->
     assert cleared.out.startswith("Removed 3 record(s)"), cleared
     runs = shell("runs", "ls", "--storage", url, "--json", env=env)
     assert [run["flow_name"] for run in json.loads(runs.out)] == ["caching"], "journal kept"
+
+
+def test_list_records_refuses_a_split_store(tmp_path: Path) -> None:
+    from fluvial.exceptions import ConfigurationError
+
+    store = ResultStore(tmp_path / "payloads", metadata_storage=tmp_path / "metadata")
+    store.write(1, key="k")
+    with pytest.raises(ConfigurationError, match="keeps metadata in"):
+        store.list_records()
+    assert [r.key for r in ResultStore(tmp_path / "metadata").list_records()] == []

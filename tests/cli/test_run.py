@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from fluvial import flow, task
 from fluvial.cli._progress import TaskStates, live_progress
 from fluvial.runs import add_listener, list_runs
 
-from .conftest import FLOWS, HERE, ROOT, Result, assert_user_error
+from .conftest import FLOWS, HERE, ROOT, Result, assert_user_error, fluvial_command
 
 ADD = f"{FLOWS}:add"
 
@@ -172,3 +176,33 @@ def test_flows_file_is_not_a_test_module() -> None:
     # The flows file must stay out of pytest's collection (and of the examples' imports).
     assert not FLOWS.name.startswith("test_")
     assert FLOWS.parent == HERE
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    process = subprocess.Popen(
+        [*fluvial_command(), "run", f"{FLOWS}:sleepy"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CLI_MARKS": str(marks)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (marks / "nap-started").exists():
+            assert time.monotonic() < deadline, "the task never started"
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_dask_runner_is_chosen_by_name(shell: Callable[..., Result]) -> None:
+    result = shell("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "dask")
+    assert result.code == 0, result.err
+    assert "result: 6" in result.out
