@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from ._output import console
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ..runs import RunEvent
 
 # Shown first, in this order; any other state name follows.
@@ -61,6 +63,27 @@ class TaskStates:
         return " · ".join(f"{by_name[name]} {name}" for name in names) or "no task runs yet"
 
 
+def _progress_bar() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console(stderr=True),
+        redirect_stdout=True,
+        redirect_stderr=True,
+    )
+
+
 @contextmanager
 def live_progress(enabled: bool) -> Iterator[TaskStates]:
     """Track task states for the block; draw a live bar on stderr when *enabled*."""
@@ -72,24 +95,7 @@ def live_progress(enabled: bool) -> Iterator[TaskStates]:
         if not enabled:
             yield states
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        progress = Progress(
-            TextColumn("tasks"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console(stderr=True),
-            redirect_stdout=True,
-            redirect_stderr=True,
-        )
+        progress = _progress_bar()
         bar = progress.add_task(states.summary(), total=None)
 
         def refresh() -> None:

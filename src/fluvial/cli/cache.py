@@ -19,6 +19,8 @@ from ._app import JsonOption, StorageOption, group
 from ._output import console, format_bytes, format_time, out
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from ..storage import ResultStore
     from ..storage._listing import StoredRecord
 
@@ -68,6 +70,30 @@ def _as_json(record: StoredRecord) -> dict[str, Any]:
     return {"key": record.key, "size": record.size, "metadata": metadata, "problem": record.problem}
 
 
+def _table(records: list[StoredRecord], url: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
+    now = dt.datetime.now(dt.UTC)
+    table = Table(
+        title=f"Records in {url}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    table.add_column("key", overflow="fold", min_width=32)
+    table.add_column("size", justify="right", no_wrap=True)
+    for column in ("serializer", "written", "expires"):
+        table.add_column(column, no_wrap=True)
+    for record in records:
+        meta = record.metadata
+        table.add_row(
+            record.key,
+            format_bytes(record.size),
+            "-" if meta is None else meta.serializer,
+            "-" if meta is None else format_time(meta.created),
+            _expires(record, now),
+        )
+    return table
+
+
 @app.command("ls")
 def _ls(
     storage: StorageOption = None,
@@ -86,30 +112,7 @@ def _ls(
     if not records:
         out(f"No records in {store.result_storage_url}.")
         return 0
-    from rich.table import Table
-
-    now = dt.datetime.now(dt.UTC)
-    from rich import box
-
-    table = Table(
-        title=f"Records in {store.result_storage_url}",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("key", overflow="fold", min_width=32)
-    table.add_column("size", justify="right", no_wrap=True)
-    for column in ("serializer", "written", "expires"):
-        table.add_column(column, no_wrap=True)
-    for record in records:
-        meta = record.metadata
-        table.add_row(
-            record.key,
-            format_bytes(record.size),
-            "-" if meta is None else meta.serializer,
-            "-" if meta is None else format_time(meta.created),
-            _expires(record, now),
-        )
+    table = _table(records, store.result_storage_url)
     total = sum(record.size or 0 for record in records)
     console().print(table)
     out(f"{len(records)} record(s), {format_bytes(total)}.")
