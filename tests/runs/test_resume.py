@@ -155,3 +155,14 @@ def test_unknown_runs_and_unrecorded_parameters_are_clear_errors() -> None:
     _rewrite(run_id, parameters=None, parameters_error="not serializable with 'pickle': boom")
     with pytest.raises(RunJournalError, match="cannot be resumed: not serializable"):
         resume(run_id, MEMORY)
+
+
+def test_a_script_that_fails_to_import_is_a_clear_error(tmp_path: Any) -> None:
+    script = tmp_path / "broken_flows.py"
+    script.write_text("raise RuntimeError('missing configuration')\n")
+    BREAK[0] = RuntimeError
+    run_id = _run_id(pipeline(1, return_state=True))
+    _rewrite(run_id, import_path=f"{script}:pipeline", source_file=str(script))
+    with pytest.raises(FlowImportError, match="RuntimeError: missing configuration") as info:
+        resume(run_id, MEMORY)
+    assert str(script) in str(info.value)

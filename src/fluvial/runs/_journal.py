@@ -178,16 +178,7 @@ def _initial_summary(
     import_path, source_file = import_path_of(flow.fn)
     encoded, error = _encode_parameters(run.parameters, store.serializer)
     attempts = list(previous["attempts"]) if previous else []
-    attempts.append(
-        {
-            "attempt": len(attempts) + 1,
-            "started": iso(time.time()),
-            "ended": None,
-            "state_name": None,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-        }
-    )
+    attempts.append(_new_attempt(len(attempts) + 1))
     summary: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "id": str(run.id),
@@ -219,6 +210,17 @@ def _initial_summary(
     for state in run.state_history:
         _apply_flow_state(summary, run, state)
     return summary
+
+
+def _new_attempt(number: int) -> dict[str, Any]:
+    return {
+        "attempt": number,
+        "started": iso(time.time()),
+        "ended": None,
+        "state_name": None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def _lineage(previous: dict[str, Any] | None) -> dict[str, Any]:

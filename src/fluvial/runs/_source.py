@@ -90,21 +90,25 @@ def _load_file(path: str, import_path: str) -> ModuleType:
     directory = os.path.dirname(path)
     if directory not in sys.path:
         sys.path.insert(0, directory)  # as when the script ran: its siblings are importable
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise FlowImportError(
-            f"cannot import the flow recorded as {import_path!r}: running {path} raised "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    _execute(spec, module, import_path)
     import cloudpickle
 
     # Workers of the process, Dask and Ray runners cannot import this module by its name:
     # its functions travel by value.
     cloudpickle.register_pickle_by_value(module)
     return module
+
+
+def _execute(spec: Any, module: ModuleType, import_path: str) -> None:
+    sys.modules[module.__name__] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module.__name__]
+        raise FlowImportError(
+            f"cannot import the flow recorded as {import_path!r}: running {spec.origin} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _find_flow(module: ModuleType, qualname: str, flow_name: str, import_path: str) -> Any:
