@@ -177,3 +177,21 @@ def test_resume_of_a_failed_run_exits_1(cli: Callable[..., Result], storage: str
     assert resumed.code == 1
     assert "finished Failed" in resumed.out
     assert "ValueError: broken on 2" in resumed.out
+
+
+def test_a_file_named_like_an_installed_module_resumes_from_its_path(
+    cli: Callable[..., Result], shell: Callable[..., Result], tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    script = project / "pytest.py"  # "import pytest" would find the real one
+    script.write_text(FLOWS.read_text())
+    storage = str(tmp_path / "results")
+    assert cli("run", f"{script}:failing", "--storage", storage).code == 1
+    [run] = list_runs(storage)
+    assert run.import_path is not None
+    assert run.import_path.startswith("_fluvial_file_pytest_")
+    resumed = shell("runs", "resume", str(run.id), "--storage", storage)
+    assert resumed.code == 1, resumed.err  # the flow ran again (and failed again)
+    assert "ValueError: broken on 1" in resumed.out
+    assert "tasks: 1 Cached · 1 Failed" in resumed.out

@@ -54,12 +54,21 @@ def _failure(exc: BaseException, what: str) -> CommandError:
 
 
 def _module_name(path: Path) -> str:
+    # The file's own name, as `python -c "import stem"` beside it would give, unless that name
+    # is taken: by a module already imported (a file named json.py) or by another importable
+    # module, which a resume (that imports the recorded "stem:flow") would pick up instead.
     stem = path.stem
-    if stem.isidentifier() and stem not in sys.modules:
+    if stem.isidentifier() and stem not in sys.modules and not _importable(stem):
         return stem
-    # Never shadow a module already imported (a file named json.py, or the same name twice).
     digest = hashlib.blake2b(str(path).encode(), digest_size=4).hexdigest()
-    return f"_fluvial_file_{digest}"
+    return f"_fluvial_file_{stem if stem.isidentifier() else 'module'}_{digest}"
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _load_file(where: str) -> ModuleType:

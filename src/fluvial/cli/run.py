@@ -180,6 +180,11 @@ def run(
     ] = None,
 ) -> int:
     """Run a flow; exit status 0 if it completes, 1 otherwise."""
+    # Imported before the flow's directory goes first on sys.path, where a file named like
+    # a module they need (json.py...) would shadow it.
+    import orjson  # noqa: F401
+
+    from ..runs import add_listener  # noqa: F401
     from ._loading import load_flow, parse_parameters, text_parameters
     from ._progress import live_progress
 
