@@ -71,6 +71,7 @@ def test_version(cli: Callable[..., Result], shell: Callable[..., Result]) -> No
         (["cache", "ls", "--bogus"], "No such option: --bogus"),
         (["run", "x.py:f", "--runner", "cluster"], "'cluster' is not one of"),
         (["runs", "ls", "--limit", "0"], "--limit"),
+        (["cache", "clear", "--storage", " "], "not an empty string"),
     ],
 )
 def test_usage_errors_are_one_line_and_a_hint(

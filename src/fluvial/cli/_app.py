@@ -24,12 +24,20 @@ def group(name: str, help: str) -> typer.Typer:
     return app
 
 
+def _storage_given(value: str | None) -> str | None:
+    # An empty path would resolve to the filesystem root: never list or clear that by accident.
+    if value is not None and not value.strip():
+        raise typer.BadParameter("give a path or URL, not an empty string")
+    return value
+
+
 #: The ``--storage URL`` option of every command that reads or writes result storage.
 StorageOption = Annotated[
     str | None,
     typer.Option(
         "--storage",
         metavar="URL",
+        callback=_storage_given,
         help="Result storage: a path or fsspec URL (s3://bucket/prefix, memory://x). "
         "Default: the FLUVIAL_RESULTS_DEFAULT_STORAGE setting, else <FLUVIAL_HOME>/storage.",
     ),
