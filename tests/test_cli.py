@@ -343,3 +343,15 @@ def test_python_dash_m_fluvial(home: Path) -> None:
     assert failed.stdout == ""
     assert failed.stderr.startswith("error: no profile named 'nope'")
     assert failed.stderr.count("\n") == 1
+
+
+def test_config_show_profiles_and_use_are_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    run(capsys, "profile", "create", "ci")
+    run(capsys, "config", "set", "logging_level=DEBUG")
+    assert run(capsys, "config", "show", "--show-sources") == run(
+        capsys, "config", "view", "--show-sources"
+    )
+    assert run(capsys, "config", "profiles") == (0, "* default\n  ci\n", "")
+    assert run(capsys, "config", "use", "ci") == (0, "Active profile is now 'ci'.\n", "")
+    assert run(capsys, "profile", "ls")[1] == "  default\n* ci\n"
+    assert "known profiles: 'default', 'ci'" in fails(capsys, "config", "use", "nope")
