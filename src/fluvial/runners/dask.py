@@ -1,7 +1,7 @@
 """Task runs on a Dask cluster: a ``LocalCluster`` started for the flow run, or a running one.
 
-Each submit is one ``client.submit`` of :func:`_run_on_worker`, which runs the whole task engine
-on a Dask worker (see :mod:`fluvial.runners._remote`). Futures in a task's arguments (also inside
+Each submit is one ``client.submit`` of :func:`~fluvial.runners._dask_worker.run_on_worker`,
+which runs the whole task engine on a Dask worker (see :mod:`fluvial.runners._remote`). Futures in a task's arguments (also inside
 lists, tuples, sets and dicts) and in ``wait_for`` go to Dask as the upstream runs' own
 ``distributed.Future`` objects, so the scheduler holds the task until they finish and moves their
 results worker-to-worker. On the worker each becomes the upstream's final ``State``, which the
@@ -20,28 +20,23 @@ __all__ = ("DaskTaskRunner", "dask_options", "get_async_dask_client", "get_dask_
 import asyncio
 import concurrent.futures
 import hashlib
-import importlib
 import importlib.util
 import logging
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, asynccontextmanager, contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, Self
 
-from ..annotations import BaseAnnotation, quote
-from ..engine.resolve import needs_resolution, resolve_parameters
+from ..engine.resolve import needs_resolution
 from ..engine.task_engine import new_task_run
-from ..exceptions import (
-    ConfigurationError,
-    MissingContextError,
-    MissingExtraError,
-    SerializationError,
-    UpstreamTaskError,
-)
-from ..futures import Future, FutureList
-from ..states import Failed, NotReady, State
+from ..exceptions import ConfigurationError, MissingExtraError
+from ..futures import Future
+from ..states import Failed, State
+from ._dask_client import dask_options, get_async_dask_client, get_dask_client, import_distributed
+from ._dask_setup import check_arguments, connect, start_report
+from ._dask_worker import Slot, run_on_worker, substitute
 from ._remote import (
     RemoteOutcome,
     Submission,
@@ -50,7 +45,6 @@ from ._remote import (
     make_payload,
     pickling_error,
     replay_outcome,
-    run_payload,
 )
 from .base import TaskRunner
 from .thread import _when_all_done
@@ -63,140 +57,6 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 _logger = logging.getLogger("fluvial.runners")
-# Seconds to reach a scheduler given by address before failing (client_kwargs["timeout"] wins).
-_CONNECT_TIMEOUT = 5.0
-_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
-_SEQUENCES = (list, tuple, set, frozenset)
-
-
-def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as exc:
-        raise MissingExtraError("DaskTaskRunner", "dask") from exc
-    return distributed
-
-
-@contextmanager
-def dask_options(**annotations: object) -> Iterator[None]:
-    """Give the tasks submitted inside this block Dask annotations (merged when nested).
-
-    Takes what ``dask.annotate`` takes: ``resources={"GPU": 1}``, ``workers=[...]``,
-    ``priority=``, ``allow_other_workers=``, ``retries=`` (Dask-level: the whole engine re-runs).
-    ``resources`` dicts merge with the enclosing ones; other keys replace them. Plain
-    ``dask.annotate(...)`` around ``task.submit`` works too.
-    """
-    _import_distributed()
-    from dask.base import annotate, get_annotations
-
-    current = get_annotations().get("resources")
-    resources = annotations.get("resources")
-    if isinstance(current, dict) and isinstance(resources, dict):
-        annotations["resources"] = {**current, **resources}
-    with annotate(**annotations):
-        yield
-
-
-class _Slot:
-    """Stands, in a payload, for the upstream outcome passed as extra argument number *index*."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-
-def _substitute(value: Any, leaf_type: type, leaf: Callable[[Any], Any]) -> Any:
-    """Return *value* with each *leaf_type* inside replaced by ``leaf(item)``; rebuilt only
-    where something changed. Quoted values are left alone, as the resolver leaves them."""
-    kind = type(value)
-    if kind in _ATOMIC:
-        return value
-    if isinstance(value, leaf_type):
-        return leaf(value)
-    if isinstance(value, quote):
-        return value
-    if isinstance(value, BaseAnnotation):
-        inner = value.unwrap()
-        new = _substitute(inner, leaf_type, leaf)
-        return value if new is inner else value.rewrap(new)
-    if kind is dict:
-        items = {key: _substitute(item, leaf_type, leaf) for key, item in value.items()}
-        return value if all(items[key] is value[key] for key in value) else items
-    if kind is FutureList or kind in _SEQUENCES:
-        rebuilt = [_substitute(item, leaf_type, leaf) for item in value]
-        if all(a is b for a, b in zip(rebuilt, value, strict=True)):
-            return value
-        return rebuilt if kind is FutureList else kind(rebuilt)
-    return value
-
-
-# --- on the worker -------------------------------------------------------------------------
-
-_worker_tasks: dict[bytes, Any] = {}
-_worker_tasks_lock = threading.Lock()
-_WORKER_TASK_CACHE = 256
-
-
-def _run_on_worker(
-    run_name: str, digest: bytes, task_blob: bytes, message: bytes, *upstream: RemoteOutcome
-) -> RemoteOutcome:
-    """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to."""
-    import cloudpickle
-
-    try:
-        task = _worker_task(digest, task_blob)
-        payload, wait_for = cloudpickle.loads(message)
-    except Exception as exc:
-        error = SerializationError(
-            f"task run {run_name!r} could not be unpickled on the Dask worker: "
-            f"{type(exc).__name__}: {exc}. The task's module must be importable on the workers "
-            "(install it there), or be registered with cloudpickle.register_pickle_by_value."
-        )
-        return RemoteOutcome(Failed(data=error, message=str(error)), 0, run_name)
-    payload.task = task
-    if upstream:
-        states = [outcome.state for outcome in upstream]
-        payload.parameters = _substitute(payload.parameters, _Slot, lambda s: states[s.index])
-        wait_for = _substitute(wait_for, _Slot, lambda s: states[s.index])
-    if wait_for:
-        try:
-            resolve_parameters({}, wait_for)
-        except UpstreamTaskError as exc:
-            return RemoteOutcome(NotReady(message=str(exc)), 0, run_name)
-    outcome = run_payload(payload)
-    if outcome.logs:
-        try:
-            cloudpickle.dumps(outcome.logs)
-        except Exception:  # a record carries something unpicklable: send the others
-            outcome.logs = [record for record in outcome.logs if _picklable(record)]
-    return outcome
-
-
-def _worker_task(digest: bytes, blob: bytes) -> Any:
-    task = _worker_tasks.get(digest)
-    if task is None:
-        import cloudpickle
-
-        task = cloudpickle.loads(blob)
-        with _worker_tasks_lock:
-            if len(_worker_tasks) >= _WORKER_TASK_CACHE:
-                del _worker_tasks[next(iter(_worker_tasks))]
-            _worker_tasks[digest] = task
-    return task
-
-
-def _picklable(value: object) -> bool:
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(value)
-    except Exception:
-        return False
-    return True
-
-
-# --- in the flow process ---------------------------------------------------------------------
 
 
 class _Job:
@@ -277,7 +137,7 @@ class DaskTaskRunner(TaskRunner):
         super().__init__()
         if importlib.util.find_spec("distributed") is None:
             raise MissingExtraError("DaskTaskRunner", "dask")
-        _check_arguments(address, cluster, cluster_class, cluster_kwargs, adapt_kwargs)
+        check_arguments(address, cluster, cluster_class, cluster_kwargs, adapt_kwargs)
         for what, kwargs in (("cluster_kwargs", cluster_kwargs), ("client_kwargs", client_kwargs)):
             if kwargs and "asynchronous" in kwargs:
                 raise ConfigurationError(
@@ -322,10 +182,10 @@ class DaskTaskRunner(TaskRunner):
     def __enter__(self) -> Self:
         super().__enter__()
         try:
-            dd = _import_distributed()
-            self._client = self._connect(dd)
+            dd = import_distributed()
+            self._client = connect(self, dd, self._stack)
             if self.performance_report_path is not None:
-                self._start_report(dd, self._client, self.performance_report_path)
+                start_report(dd, self._client, self.performance_report_path, self._stack)
         except BaseException:
             self._stack.close()
             self._started = False
@@ -335,79 +195,6 @@ class DaskTaskRunner(TaskRunner):
         )
         self._collector.start()
         return self
-
-    def _connect(self, dd: Any) -> distributed.Client:
-        kwargs: dict[str, Any] = {"set_as_default": False, **self.client_kwargs}
-        if self.address is not None:
-            kwargs.setdefault("timeout", _CONNECT_TIMEOUT)
-            try:
-                client: distributed.Client = dd.Client(self.address, **kwargs)
-            except (OSError, TimeoutError) as exc:
-                raise ConfigurationError(
-                    f"DaskTaskRunner could not reach the Dask scheduler at {self.address!r} "
-                    f"within {kwargs['timeout']} s ({exc}). Check the address and that the "
-                    "scheduler is running, or raise client_kwargs['timeout']."
-                ) from exc
-            self._stack.callback(client.close)
-            return client
-        if self.cluster is not None:  # the user's: adapted if asked, never closed here
-            if self.adapt_kwargs is not None:
-                self.cluster.adapt(**self.adapt_kwargs)  # type: ignore[arg-type]
-            given: distributed.Client = dd.Client(self.cluster, **kwargs)
-            self._stack.callback(given.close)
-            return given
-        if self.cluster_class is None and not self.cluster_kwargs and _on_worker(dd):
-            # A flow run inside a Dask task uses that cluster, from a seceded worker thread.
-            worker_client: distributed.Client = self._stack.enter_context(dd.worker_client())
-            return worker_client
-        cluster_class = self._cluster_class(dd)
-        cluster_kwargs = dict(self.cluster_kwargs)
-        if cluster_class is dd.LocalCluster:
-            cluster_kwargs.setdefault("processes", True)
-        cluster = cluster_class(**cluster_kwargs)
-        self._stack.callback(cluster.close)
-        if self.adapt_kwargs is not None:
-            cluster.adapt(**self.adapt_kwargs)
-        local_client: distributed.Client = dd.Client(cluster, **kwargs)
-        self._stack.callback(local_client.close)
-        return local_client
-
-    def _start_report(
-        self, dd: Any, client: distributed.Client, path: str | os.PathLike[str]
-    ) -> None:
-        """Start Dask's performance report; it is written when the runner's stack closes,
-        before the client does."""
-        where = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(where))
-        if "://" not in where and not os.path.isdir(parent):
-            raise ConfigurationError(
-                f"DaskTaskRunner: performance_report_path {where!r} is in a directory that "
-                "does not exist; create it first"
-            )
-        # The scheduler renders the report with bokeh; a lambda travels by value, so a
-        # scheduler without fluvial installed can answer.
-        if not client.run_on_scheduler(lambda: importlib.util.find_spec("bokeh") is not None):  # type: ignore[no-untyped-call]
-            raise ConfigurationError(
-                f"DaskTaskRunner: performance_report_path={where!r} needs bokeh where the Dask "
-                "scheduler runs: pip install 'bokeh>=3.1' there"
-            )
-        report = dd.performance_report(filename=where)
-        with client.as_current():  # the report finds its client with get_client()
-            report.__enter__()
-        self._stack.callback(_write_report, report, client, where)
-
-    def _cluster_class(self, dd: Any) -> Any:
-        if self.cluster_class is None:
-            return dd.LocalCluster
-        if not isinstance(self.cluster_class, str):
-            return self.cluster_class
-        module_name, _, name = self.cluster_class.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module_name), name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"DaskTaskRunner: cluster_class {self.cluster_class!r} cannot be imported: {exc}"
-            ) from exc
 
     def __exit__(self, exc_type: object = None, *rest: object) -> None:
         """Wait for the submitted runs (or, after an error, crash them); close what was made."""
@@ -503,7 +290,7 @@ class DaskTaskRunner(TaskRunner):
         annotate = _annotate(job.annotations) if job.annotations else nullcontext()
         with annotate:
             dask_future: distributed.Future[RemoteOutcome] = client.submit(
-                _run_on_worker, job.run.name, digest, blob, message, *upstream,
+                run_on_worker, job.run.name, digest, blob, message, *upstream,
                 key=key, pure=False,
             )  # fmt: skip
         job.dask_future = dask_future
@@ -520,7 +307,7 @@ class DaskTaskRunner(TaskRunner):
         if not needs_resolution(job.parameters, job.wait_for):
             return job.parameters, job.wait_for, []
         upstream: list[Any] = []
-        slots: dict[Future[Any], _Slot] = {}
+        slots: dict[Future[Any], Slot] = {}
         waiting: list[Future[Any]] = []
 
         def leaf(item: Future[Any]) -> Any:
@@ -533,12 +320,12 @@ class DaskTaskRunner(TaskRunner):
                 if dask_future is None or dask_future.status in ("error", "cancelled"):
                     waiting.append(item)
                     return item
-                slot = slots[item] = _Slot(len(upstream))
+                slot = slots[item] = Slot(len(upstream))
                 upstream.append(dask_future)
             return slot
 
-        parameters = _substitute(job.parameters, Future, leaf)
-        wait_for = _substitute(job.wait_for, Future, leaf)
+        parameters = substitute(job.parameters, Future, leaf)
+        wait_for = substitute(job.wait_for, Future, leaf)
         if waiting:
             _when_all_done(waiting, lambda: self._dispatch(job))
             return None
@@ -702,14 +489,6 @@ def _annotate(annotations: dict[str, Any]) -> Any:
     return annotate(**annotations)
 
 
-def _on_worker(dd: Any) -> bool:
-    try:
-        dd.get_worker()
-    except ValueError:
-        return False
-    return True
-
-
 def _crash_state(run: TaskRun, key: str, exc: object) -> State[Any]:
     from distributed import KilledWorker
 
@@ -721,99 +500,3 @@ def _crash_state(run: TaskRun, key: str, exc: object) -> State[Any]:
         return crashed_outcome(run, f"Dask cancelled task run {run.name!r} ({exc})", cause)
     reason = f"Dask could not run task run {run.name!r} (key {key!r}): {type(exc).__name__}: {exc}"
     return crashed_outcome(run, reason, cause)
-
-
-@contextmanager
-def get_dask_client(
-    timeout: float | str | None = None, **client_kwargs: object
-) -> Iterator[distributed.Client]:
-    """Give a ``distributed.Client`` for the cluster the current run uses.
-
-    Inside a task on a Dask worker this is ``distributed.worker_client``: the task leaves the
-    worker's thread pool while the block runs, so it can wait on the work it submits. In a flow
-    run whose task runner is a :class:`DaskTaskRunner`, it is a new client to that scheduler,
-    closed at the end of the block. *client_kwargs* go to ``distributed.Client``.
-
-    Raises:
-        MissingContextError: neither on a Dask worker nor in a flow run on a DaskTaskRunner.
-    """
-    dd = _import_distributed()
-    if _on_worker(dd) and not client_kwargs:
-        with dd.worker_client(timeout=timeout) as client:
-            yield client
-        return
-    address = _client_address(dd)
-    kwargs = _client_kwargs(timeout, client_kwargs)
-    with _seceded(dd), dd.Client(address, **kwargs) as client:
-        yield client
-
-
-@asynccontextmanager
-async def get_async_dask_client(
-    timeout: float | str | None = None,  # noqa: ASYNC109 (prefect-dask's: a connect timeout)
-    **client_kwargs: object,
-) -> AsyncIterator[distributed.Client]:
-    """Give an asynchronous ``distributed.Client`` for the cluster the current run uses.
-
-    The async twin of :func:`get_dask_client`, for ``async`` tasks and flows: a new client
-    with ``asynchronous=True`` on the running event loop, connected to the scheduler of the
-    Dask worker running the task, or to the scheduler of the flow run's
-    :class:`DaskTaskRunner`; closed at the end of the block. On a worker the task leaves the
-    worker's thread pool meanwhile, so the work it submits can run there. *client_kwargs* go
-    to ``distributed.Client``.
-
-    Raises:
-        MissingContextError: neither on a Dask worker nor in a flow run on a DaskTaskRunner.
-    """
-    dd = _import_distributed()
-    address = _client_address(dd)
-    kwargs = {**_client_kwargs(timeout, client_kwargs), "asynchronous": True}
-    with _seceded(dd):
-        async with dd.Client(address, **kwargs) as client:
-            yield client
-
-
-def _client_kwargs(timeout: float | str | None, given: Mapping[str, object]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"set_as_default": False, **given}
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    return kwargs
-
-
-@contextmanager
-def _seceded(dd: Any) -> Iterator[None]:
-    """Leave the Dask worker's thread pool for the block when this thread runs a Dask task,
-    as ``worker_client`` does: the task then waits on its own work without holding a slot."""
-    from dask.context import thread_state
-
-    if getattr(thread_state, "start_time", None) is None:
-        yield  # not a worker's task thread (the flow process, a timeout helper thread)
-        return
-    try:
-        dd.secede()
-    except KeyError:  # already seceded: an enclosing block rejoins
-        yield
-        return
-    try:
-        yield
-    finally:
-        dd.rejoin()
-
-
-def _client_address(dd: Any) -> str:
-    if _on_worker(dd):
-        return str(dd.get_worker().scheduler.address)
-    return _runner_address()
-
-
-def _runner_address() -> str:
-    from ..context import _flow_run_context
-
-    flow_ctx = _flow_run_context.get()
-    runner = flow_ctx.task_runner if flow_ctx is not None else None
-    if isinstance(runner, DaskTaskRunner) and runner._client is not None:
-        return str(runner._client.scheduler_info()["address"])
-    raise MissingContextError(
-        "get_dask_client() and get_async_dask_client() need a task running on a Dask worker, "
-        "or a flow run whose task runner is a started DaskTaskRunner"
-    )

@@ -1,0 +1,122 @@
+"""What runs on a Dask worker for the Dask runner: one task run's engine per Dask task.
+
+The flow process sends :func:`run_on_worker` with the run's name, the pickled task (with its
+digest, so each worker unpickles a task once) and the pickled payload. Upstream runs of the
+same runner travel as Dask futures among the Dask task's arguments; Dask resolves them to their
+:class:`RemoteOutcome` before the call, and the payload refers to them by :class:`Slot`.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Slot", "run_on_worker", "substitute")
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..annotations import BaseAnnotation, quote
+from ..engine.resolve import resolve_parameters
+from ..exceptions import SerializationError, UpstreamTaskError
+from ..futures import FutureList
+from ..states import Failed, NotReady
+from ._remote import RemoteOutcome, run_payload
+
+_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
+_SEQUENCES = (list, tuple, set, frozenset)
+
+
+class Slot:
+    """Stands, in a payload, for the upstream outcome passed as extra argument number *index*."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def substitute(value: Any, leaf_type: type, leaf: Callable[[Any], Any]) -> Any:
+    """Return *value* with each *leaf_type* inside replaced by ``leaf(item)``; rebuilt only
+    where something changed. Quoted values are left alone, as the resolver leaves them."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if isinstance(value, leaf_type):
+        return leaf(value)
+    if isinstance(value, quote):
+        return value
+    if isinstance(value, BaseAnnotation):
+        inner = value.unwrap()
+        new = substitute(inner, leaf_type, leaf)
+        return value if new is inner else value.rewrap(new)
+    if kind is dict:
+        items = {key: substitute(item, leaf_type, leaf) for key, item in value.items()}
+        return value if all(items[key] is value[key] for key in value) else items
+    if kind is FutureList or kind in _SEQUENCES:
+        rebuilt = [substitute(item, leaf_type, leaf) for item in value]
+        if all(a is b for a, b in zip(rebuilt, value, strict=True)):
+            return value
+        return rebuilt if kind is FutureList else kind(rebuilt)
+    return value
+
+
+_worker_tasks: dict[bytes, Any] = {}
+_worker_tasks_lock = threading.Lock()
+_WORKER_TASK_CACHE = 256
+
+
+def run_on_worker(
+    run_name: str, digest: bytes, task_blob: bytes, message: bytes, *upstream: RemoteOutcome
+) -> RemoteOutcome:
+    """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to."""
+    import cloudpickle
+
+    try:
+        task = _worker_task(digest, task_blob)
+        payload, wait_for = cloudpickle.loads(message)
+    except Exception as exc:
+        error = SerializationError(
+            f"task run {run_name!r} could not be unpickled on the Dask worker: "
+            f"{type(exc).__name__}: {exc}. The task's module must be importable on the workers "
+            "(install it there), or be registered with cloudpickle.register_pickle_by_value."
+        )
+        return RemoteOutcome(Failed(data=error, message=str(error)), 0, run_name)
+    payload.task = task
+    if upstream:
+        states = [outcome.state for outcome in upstream]
+        payload.parameters = substitute(payload.parameters, Slot, lambda s: states[s.index])
+        wait_for = substitute(wait_for, Slot, lambda s: states[s.index])
+    if wait_for:
+        try:
+            resolve_parameters({}, wait_for)
+        except UpstreamTaskError as exc:
+            return RemoteOutcome(NotReady(message=str(exc)), 0, run_name)
+    outcome = run_payload(payload)
+    if outcome.logs:
+        try:
+            cloudpickle.dumps(outcome.logs)
+        except Exception:  # a record carries something unpicklable: send the others
+            outcome.logs = [record for record in outcome.logs if _picklable(record)]
+    return outcome
+
+
+def _worker_task(digest: bytes, blob: bytes) -> Any:
+    task = _worker_tasks.get(digest)
+    if task is None:
+        import cloudpickle
+
+        task = cloudpickle.loads(blob)
+        with _worker_tasks_lock:
+            if len(_worker_tasks) >= _WORKER_TASK_CACHE:
+                del _worker_tasks[next(iter(_worker_tasks))]
+            _worker_tasks[digest] = task
+    return task
+
+
+def _picklable(value: object) -> bool:
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(value)
+    except Exception:
+        return False
+    return True
