@@ -9,7 +9,7 @@ importing it. Otherwise it reads :func:`fluvial.settings.get_current_settings`, 
 
 from __future__ import annotations
 
-__all__ = ("RunConfig", "run_config", "use_config")
+__all__ = ("RunConfig", "forget_converted", "run_config", "use_config")
 
 import os
 import sys
@@ -35,6 +35,9 @@ class RunConfig:
     process_pool_max_workers: int | None = None  # None: the number of CPUs
     logging_level: str = "INFO"
     logging_setup: bool = True
+    # The named concurrency limits (settings plus fluvial.concurrency API), a Limits snapshot;
+    # it travels with tasks so workers see the flow process's limits.
+    concurrency_limits: Any = None
 
 
 # Set on workers: the settings of the flow process that sent the task win over the worker's.
@@ -75,9 +78,17 @@ def _is_setting(name: str) -> bool:
 def _default_config() -> RunConfig:
     global _defaults
     if _defaults is None:
+        from .concurrency._registry import limits_snapshot
+
         storage = str(Path("~/.fluvial/storage").expanduser())
-        _defaults = RunConfig(result_storage_url=storage)
+        _defaults = RunConfig(result_storage_url=storage, concurrency_limits=limits_snapshot(""))
     return _defaults
+
+
+def forget_converted() -> None:
+    """Rebuild the run config on next use (concurrency limits changed through the API)."""
+    global _defaults, _converted
+    _defaults = _converted = None
 
 
 def _from_settings(settings: Any) -> RunConfig:
@@ -86,6 +97,8 @@ def _from_settings(settings: Any) -> RunConfig:
     global _converted
     if _converted is not None and _converted[0] is settings:
         return _converted[1]
+    from .concurrency._registry import limits_snapshot
+
     config = RunConfig(
         results_persist_by_default=settings.results_persist_by_default,
         results_default_serializer=settings.results_default_serializer,
@@ -97,6 +110,7 @@ def _from_settings(settings: Any) -> RunConfig:
         process_pool_max_workers=settings.process_pool_max_workers,
         logging_level=settings.logging_level,
         logging_setup=settings.logging_setup,
+        concurrency_limits=limits_snapshot(settings.concurrency_limits),
     )
     _converted = (settings, config)
     return config

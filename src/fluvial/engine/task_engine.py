@@ -80,6 +80,7 @@ from .naming import render_run_name
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
 
 if TYPE_CHECKING:
+    from ..concurrency._tags import TagSlots
     from ..tasks import Task
 
 _engine_logger = logging.getLogger("fluvial.engine")
@@ -303,8 +304,34 @@ def _attempt_loop(
     parameters: dict[str, Any],
     flow_ctx: FlowRunContext | None,
 ) -> Steps[State[Any]]:
+    if not run.tags:  # the common case pays one truth test for tag limits
+        return (yield from _attempts(task, run, parameters, flow_ctx, None))
+    from ..concurrency._tags import tag_slots
+    from ..exceptions import ConcurrencySlotAcquisitionError
+
+    try:
+        slots = tag_slots(run.tags)
+    except ConcurrencySlotAcquisitionError as exc:  # a tag limit of 0: fail, never wait
+        note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
+        return Failed(data=exc, message=str(exc), state_details=_details(run))
+    try:
+        return (yield from _attempts(task, run, parameters, flow_ctx, slots))
+    finally:
+        if slots is not None:
+            slots.release()
+
+
+def _attempts(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    flow_ctx: FlowRunContext | None,
+    slots: TagSlots | None,
+) -> Steps[State[Any]]:
     args, kwargs = task._signature.to_call(parameters)
     while True:
+        if slots is not None:
+            yield slots  # the tag-limit slots, held for this attempt only
         run.run_count += 1
         running = State(StateType.RUNNING) if run.run_count == 1 else Retrying()
         run.set_state(running)
@@ -335,6 +362,8 @@ def _attempt_loop(
                 task.retry_condition_fn, (task, run, failed), lambda: _logger(run, flow_ctx)
             )
             if retry:
+                if slots is not None:
+                    slots.release()  # retry delays hold no tag slot
                 yield from retry_wait(
                     run,
                     failed,

@@ -77,6 +77,9 @@ def dumps(value: Any) -> bytes:
 def worker_main(conn: Connection) -> None:
     """Answer the messages the flow process sends until the pipe closes (in the worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the flow process's to handle
+    from ..concurrency._select import mark_process_worker
+
+    mark_process_worker()  # tasks here share concurrency limits with other processes via files
     worker = _Worker()
     while True:
         try:

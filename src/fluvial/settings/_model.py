@@ -125,6 +125,14 @@ class SettingsValues(BaseModel):
             "logging; false leaves logging entirely to the application."
         ),
     )
+    concurrency_limits: str = Field(
+        default="",
+        description=(
+            "Named concurrency limits, comma-separated: 'name=slots' or "
+            "'name=slots@decay_per_second' (a rate limit), e.g. 'tag:database=10,api=60@1.0'. "
+            "Tag limits are named 'tag:<tag>'. Limits made with fluvial.concurrency add to these."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -149,6 +157,14 @@ class SettingsValues(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("concurrency_limits", mode="after")
+    @classmethod
+    def _limits_syntax(cls, value: str) -> str:
+        from ..concurrency._registry import parse_limits
+
+        parse_limits(value)  # raises ValueError naming the bad entry
+        return value.strip()
 
     @field_validator("logging_level", mode="after")
     @classmethod
