@@ -27,6 +27,10 @@ FluvialError                                base of everything below
 │   ├── RunNotFound           (LookupError) no run with that id in that storage
 │   └── CorruptRunJournal                   a journal file is torn, foreign or too new
 ├── FlowImportError           (ImportError) a recorded flow's code cannot be imported
+├── ConcurrencySlotAcquisitionError         slots of a concurrency limit cannot be had
+│   │                                       (unknown limit with strict=True, occupy > limit…)
+│   └── AcquireConcurrencySlotTimeoutError (TimeoutError) timeout_seconds passed while waiting
+├── ConcurrencyLimitNotFound  (LookupError) no concurrency limit by that name
 ├── FailedRun / CrashedRun / CancelledRun   stand-ins raised by result() when no exception
 │                                           was recorded for a failed/crashed/cancelled run
 ├── PausedRun                               result() of a paused run
@@ -39,7 +43,10 @@ TerminationSignal                           (BaseException) SIGTERM arrived duri
 from __future__ import annotations
 
 __all__ = (
+    "AcquireConcurrencySlotTimeoutError",
     "CancelledRun",
+    "ConcurrencyLimitNotFound",
+    "ConcurrencySlotAcquisitionError",
     "ConfigurationError",
     "CorruptRecordError",
     "CorruptRunJournal",
@@ -173,6 +180,18 @@ class CorruptRunJournal(RunJournalError):
 
 class FlowImportError(FluvialError, ImportError):
     """The code of a recorded flow cannot be imported (moved, renamed, or not on the path)."""
+
+
+class ConcurrencySlotAcquisitionError(FluvialError):
+    """Slots of a concurrency limit cannot be acquired (the message names the limit)."""
+
+
+class AcquireConcurrencySlotTimeoutError(ConcurrencySlotAcquisitionError, TimeoutError):
+    """``timeout_seconds`` passed before the slots of the named limits were free."""
+
+
+class ConcurrencyLimitNotFound(FluvialError, LookupError):
+    """No concurrency limit has the given name."""
 
 
 class FailedRun(FluvialError):
