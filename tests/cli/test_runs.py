@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from fluvial.cli.runs import parse_since
 from fluvial.runs import list_runs, read_run
 
-from .conftest import FLOWS, Result, assert_user_error
+from .conftest import FLOWS, Result, assert_user_error, fluvial_command
 
 
 @pytest.fixture
@@ -195,3 +198,29 @@ def test_a_file_named_like_an_installed_module_resumes_from_its_path(
     assert resumed.code == 1, resumed.err  # the flow ran again (and failed again)
     assert "ValueError: broken on 1" in resumed.out
     assert "tasks: 1 Cached · 1 Failed" in resumed.out
+
+
+def test_resume_refuses_a_run_that_is_still_running(
+    shell: Callable[..., Result], tmp_path: Path
+) -> None:
+    storage = str(tmp_path / "results")
+    marks = tmp_path / "marks"
+    process = subprocess.Popen(
+        [*fluvial_command(), "run", f"{FLOWS}:sleepy", "--storage", storage],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "CLI_MARKS": str(marks)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (marks / "nap-started").exists():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        [run] = list_runs(storage)
+        refused = shell("runs", "resume", str(run.id), "--storage", storage)
+        assert_user_error(refused, f"is still running, in process {process.pid}")
+        assert "--force" in refused.err
+    finally:
+        process.kill()
+        process.wait(30)
+    assert (marks / "nap-started").read_text() == "x", "the refused resume ran nothing"

@@ -8,10 +8,12 @@ names one run. See :mod:`fluvial.runs` for the Python API these commands call.
 
 from __future__ import annotations
 
-__all__ = ("app", "parse_since", "register")
+__all__ = ("app", "parse_since", "register", "resolve_id", "still_running")
 
 import datetime as dt
+import os
 import re
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -148,6 +150,24 @@ def _show(
     return 0
 
 
+def still_running(run: RunRecord) -> int | None:
+    """Return the pid of a live process of this machine that is running *run*, if any."""
+    if run.is_final or not run.attempts or os.name != "posix":
+        return None  # os.kill(pid, 0) would end the process on Windows
+    last = run.attempts[-1]
+    if last.ended is not None or last.host != socket.gethostname() or last.pid == os.getpid():
+        return None
+    try:
+        os.kill(last.pid, 0)
+    except ProcessLookupError:
+        return None  # killed or crashed: the usual reason to resume
+    except PermissionError:
+        return last.pid  # alive, owned by someone else
+    except OSError:
+        return None
+    return last.pid
+
+
 def _resumed_state(run: RunRecord, storage: str | None, runner: Runner | None) -> Any:
     from ..runs import resume
 
@@ -170,6 +190,9 @@ def _resume(
         bool | None,
         typer.Option("--progress/--no-progress", help="Draw a live bar of task states."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Resume even if the run seems to be still running.")
+    ] = False,
 ) -> int:
     """Run a recorded flow run again under its id; finished tasks come back Cached."""
     from ..runs import read_run
@@ -177,6 +200,12 @@ def _resume(
     from .run import report
 
     run = read_run(resolve_id(run_id, storage), storage)
+    pid = None if force else still_running(run)
+    if pid is not None:
+        raise CommandError(
+            f"flow run {run.id} is still running, in process {pid} on this machine",
+            hint="wait for it or stop it; --force resumes it anyway (its tasks may run twice)",
+        )
     show = sys.stderr.isatty() if progress is None else progress
     started = time.monotonic()
     with live_progress(show) as states:
