@@ -110,14 +110,17 @@ def update_limit(
         ConcurrencyLimitNotFound: there is no such limit.
     """
     old = _spec_of(name)
-    spec = LimitSpec(
-        name,
-        old.limit if limit is None else limit,
-        old.slot_decay_per_second if slot_decay_per_second is None else slot_decay_per_second,
-        old.active if active is None else active,
-    )
     try:
-        return _apply(spec)
+        return _apply(
+            _registry.make_spec(
+                name,
+                old.limit if limit is None else limit,
+                old.slot_decay_per_second
+                if slot_decay_per_second is None
+                else slot_decay_per_second,
+                old.active if active is None else active,
+            )
+        )
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
 

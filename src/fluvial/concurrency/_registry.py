@@ -14,9 +14,11 @@ from __future__ import annotations
 
 __all__ = (
     "Limits",
+    "clear_overlay",
     "define",
     "format_limits",
     "limits_snapshot",
+    "make_spec",
     "parse_limits",
     "undefine",
     "validate_name",
@@ -61,7 +63,8 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _spec(name: str, limit: Any, decay: Any = 0.0, active: bool = True) -> LimitSpec:
+def make_spec(name: str, limit: Any, decay: Any = 0.0, active: bool = True) -> LimitSpec:
+    """Return a checked definition, or raise ``ValueError`` saying what is wrong."""
     validate_name(name)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit {name!r}: slots must be an integer >= 0, got {limit!r}")
@@ -86,7 +89,7 @@ def parse_limits(text: str) -> dict[str, LimitSpec]:
         try:
             if not sep:
                 raise ValueError("expected name=slots")
-            specs[name] = _spec(name, int(slots), float(decay or 0.0), active)
+            specs[name] = make_spec(name, int(slots), float(decay or 0.0), active)
         except ValueError as exc:
             raise ValueError(
                 f"bad concurrency limit {entry!r}: {exc} "
@@ -123,7 +126,7 @@ def limits_snapshot(settings_text: str) -> Limits:
 
 def define(name: str, limit: int, slot_decay_per_second: float, active: bool) -> LimitSpec:
     """Make or replace a limit in this process (over the settings)."""
-    spec = _spec(name, limit, slot_decay_per_second, active)
+    spec = make_spec(name, limit, slot_decay_per_second, active)
     _change(name, spec)
     return spec
 
@@ -139,4 +142,14 @@ def _change(name: str, spec: LimitSpec | None) -> None:
     with _lock:
         _overlay[name] = spec
         _snapshots.clear()
+    forget_converted()
+
+
+def clear_overlay() -> None:
+    """Forget every limit made through the API in this process (tests start from settings)."""
+    with _lock:
+        _overlay.clear()
+        _snapshots.clear()
+    from .._config import forget_converted
+
     forget_converted()

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from ..exceptions import ConcurrencySlotAcquisitionError
 from ._backend import Occupancy
 from ._polling import PollingBackend
 from ._table import Request, SlotTable
@@ -118,7 +119,10 @@ class RemoteBackend(PollingBackend):
     def _poll(self, request_id: str, lease_duration: float) -> bool:
         answer = self._call("poll", {"id": request_id, "ttl": lease_duration})
         if answer == "lost":
-            raise RuntimeError(f"concurrency request {request_id} lapsed while waiting")
+            raise ConcurrencySlotAcquisitionError(
+                f"the request for concurrency slots lapsed while waiting ({request_id}); this "
+                "process could not reach the cluster's limits for too long"
+            )
         if answer == "granted":
             self._hold_id(request_id, lease_duration)
         return bool(answer == "granted")

@@ -12,7 +12,13 @@ The answer follows where the code runs, so that everything sharing a limit meets
 
 from __future__ import annotations
 
-__all__ = ("current_backend", "local_backend", "mark_process_worker", "use_backend")
+__all__ = (
+    "current_backend",
+    "local_backend",
+    "mark_process_worker",
+    "reset_backends",
+    "use_backend",
+)
 
 import os
 import sys
@@ -34,6 +40,13 @@ _cache: dict[Any, Backend] = {}
 def local_backend() -> LocalBackend:
     """Return this process's own backend."""
     return _local
+
+
+def reset_backends() -> None:
+    """Start from empty tables in this process (tests); cluster and file tables are kept."""
+    global _local
+    _local = LocalBackend()
+    _cache.clear()
 
 
 def mark_process_worker() -> None:
