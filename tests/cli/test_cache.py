@@ -156,3 +156,19 @@ def test_list_records_refuses_a_split_store(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="keeps metadata in"):
         store.list_records()
     assert [r.key for r in ResultStore(tmp_path / "metadata").list_records()] == []
+
+
+def test_many_records_are_read_in_parallel_and_listed_in_order(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    store = ResultStore(tmp_path / "many")
+    keys = [f"k{i:03d}" for i in range(60)]
+    for key in reversed(keys):
+        store.write(key, key=key)
+    (tmp_path / "many" / "foreign.bin").write_bytes(b"\x00" * 10)
+    assert [record.key for record in store.list_records()] == keys
+    assert [r["key"] for r in _records(cli, tmp_path / "many")] == keys
+    assert cli("cache", "clear", "--storage", str(tmp_path / "many")).out.startswith(
+        "Removed 60 record(s)"
+    )
+    assert [p.name for p in (tmp_path / "many").iterdir()] == ["foreign.bin"]

@@ -22,6 +22,9 @@ from .records import MAGIC, ResultRecordMetadata, parse_header
 # A crashed local writer leaves ".<name>.<hex>.fluvial-tmp" behind (see _location).
 _TEMP_SUFFIX = ".fluvial-tmp"
 _HEADER_READ_SIZE = 4096
+# Past this many objects, headers are read by _READERS threads at once.
+_SERIAL_LIMIT = 16
+_READERS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,14 @@ def list_records(location: StorageLocation, prefix: str = "") -> Iterator[Stored
     Raises:
         StorageError: the storage could not be listed or read.
     """
-    for key, size in sorted(_objects(location, prefix).items()):
-        record = _read_record(location, key, size)
-        if record is not None:
-            yield record
+    objects = sorted(_objects(location, prefix).items())
+    if len(objects) <= _SERIAL_LIMIT:
+        found = [_read_record(location, key, size) for key, size in objects]
+    else:
+        # One small read per object: on an object store that is one request each, so read
+        # many at once (fsspec's sync calls are safe from several threads).
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            found = list(pool.map(lambda item: _read_record(location, *item), objects))
+    yield from (record for record in found if record is not None)
