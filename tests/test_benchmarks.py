@@ -163,3 +163,11 @@ def test_plot_draws_fluvial_and_baselines(tmp_path: Path) -> None:
     path = tmp_path / "plot.png"
     plot(rows, path, "test")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_help_returns_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fluvial bench")
+    for option in ("--quick", "--runner", "--scenario", "--json", "--plot", "--compare-prefect"):
+        assert option in out
