@@ -41,6 +41,8 @@ def test_runs_a_flow_by_module_from_the_current_directory(
     result = shell("run", "my_flows:add", "-p", "a=2", "-p", "b=3", cwd=workdir)
     assert result.code == 0, result.err
     assert "result: {'sum': 5}" in result.out
+    relative = shell("run", "./my_flows.py:add", "-p", "a=2", cwd=workdir)
+    assert "result: {'sum': 2}" in relative.out
 
 
 def test_flow_name_or_function_name(cli: Callable[..., Result]) -> None:
