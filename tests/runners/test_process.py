@@ -21,11 +21,13 @@ import fluvial.runtime
 from fluvial import flow, task, unmapped
 from fluvial._config import run_config
 from fluvial.cache_policies import INPUTS
-from fluvial.exceptions import SerializationError, WorkerCrashed
+from fluvial.context import FlowRunContext
+from fluvial.exceptions import ConfigurationError, SerializationError, WorkerCrashed
 from fluvial.flows import Flow
 from fluvial.futures import Future
 from fluvial.runners import ProcessPoolTaskRunner
-from fluvial.settings import temporary_settings
+from fluvial.runners._process_pool import _SHORT_RUN
+from fluvial.settings import reload_settings, temporary_settings
 from fluvial.states import State, StateType
 
 SAFETY = 60.0  # seconds: only ever reached when something is broken
@@ -111,6 +113,33 @@ def mark(directory: str, name: str, seconds: float) -> str:
     time.sleep(seconds)
     (Path(directory) / name).touch()
     return name
+
+
+@task
+def pid_after(seconds: float, pid_file: str = "") -> int:
+    if pid_file:
+        _write_atomically(Path(pid_file), str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _refuse_to_load() -> None:
+    raise RuntimeError("this hook cannot be rebuilt in a worker")
+
+
+class LoadsNowhere:
+    """A hook that pickles in the flow process and fails to unpickle anywhere."""
+
+    def __call__(self, *args: Any) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_load, ())
+
+
+@task(on_completion=[LoadsNowhere()])
+def unloadable_in_workers() -> int:
+    return 1
 
 
 @task(timeout_seconds=0.1, retries=1, retry_delay_seconds=5.5)
@@ -254,9 +283,61 @@ def test_flow_timeout_ends_running_workers_promptly(tmp_path: Path) -> None:
     assert elapsed < 15  # generous: the 4 s timeout, not the task's own SAFETY-long sleep
 
 
+def test_runs_queued_behind_a_run_whose_worker_dies_run_on_its_replacement(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "victim.pid"
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=1))
+    def queued_behind() -> tuple[State[Any], int, list[State[Any]], int]:
+        runner: Any = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+        pool = runner._pool  # white box: the pool queues runs only behind known-short ones
+        for _ in range(1000):  # a loaded machine may need a few runs to look short
+            warm_pid = pid_after.submit(0.0).result()
+            if min(pool._recent.values(), default=1.0) < _SHORT_RUN:
+                break
+        else:
+            pytest.fail("pid_after(0.0) never ran in under _SHORT_RUN seconds")
+        victim = pid_after.submit(SAFETY, str(pid_file))
+        queued = [pid_after.submit(0.0) for _ in range(3)]
+        pid = _wait_for_pid(pid_file)
+        deadline = time.monotonic() + SAFETY
+        while sum(len(worker.jobs) for worker in pool._workers) < 2:
+            assert time.monotonic() < deadline, "no run was queued behind the victim"
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        return _settled(victim), pid, [_settled(future) for future in queued], warm_pid
+
+    crashed, pid, queued, warm_pid = queued_behind()
+    assert pid == warm_pid
+    assert crashed.type is StateType.CRASHED
+    assert "SIGKILL" in (crashed.message or "")
+    # The queued runs never started on the dead worker: they ran once, on its replacement.
+    assert [state.type for state in queued] == [StateType.COMPLETED] * 3
+    replacement = {state.result() for state in queued}
+    assert len(replacement) == 1
+    assert pid not in replacement
+
+
 # --------------------------------------------------------------------------------------------
 # Values that cannot cross
 # --------------------------------------------------------------------------------------------
+
+
+def test_task_that_cannot_be_unpickled_in_the_worker_fails_its_runs_only() -> None:
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=1))
+    def unloadable() -> tuple[State[Any], State[Any], int]:
+        first = _settled(unloadable_in_workers.submit())
+        second = _settled(unloadable_in_workers.submit())
+        return first, second, takes_anything.submit(None, 6).result()
+
+    first, second, after = unloadable()
+    for state in (first, second):
+        assert state.type is StateType.FAILED
+        exc = _exception(state)
+        assert isinstance(exc, SerializationError)
+        assert "cannot be rebuilt in a worker" in str(exc)
+    assert after == 6
 
 
 def test_unpicklable_argument_fails_naming_task_and_parameter() -> None:
@@ -429,3 +510,44 @@ def test_runner_configuration_survives_duplicate_and_pickling() -> None:
         assert (copy.max_workers, copy.mp_context) == (3, "forkserver")
     with pytest.raises(ValueError, match="max_workers"):
         ProcessPoolTaskRunner(max_workers=0)
+    with pytest.raises(ValueError, match="'spawn', 'forkserver'"):
+        ProcessPoolTaskRunner(mp_context="fork")
+
+
+@flow(task_runner=ProcessPoolTaskRunner())
+def pool_size() -> tuple[int, set[int]]:
+    runner: Any = FlowRunContext.get().task_runner  # type: ignore[union-attr]
+    return runner.size, {future.result() for future in pid_after.map([0.0] * 3)}
+
+
+def test_pool_size_defaults_to_the_cpu_count() -> None:
+    size, pids = pool_size()
+    assert size == (os.cpu_count() or 1)
+    assert os.getpid() not in pids
+
+
+def test_pool_size_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUVIAL_PROCESS_POOL_MAX_WORKERS", "1")
+    reload_settings()
+    size, pids = pool_size()
+    assert size == 1
+    assert len(pids) == 1  # three runs, one worker
+
+
+def test_pool_size_from_the_active_profile(isolated_fluvial_home: Path) -> None:
+    isolated_fluvial_home.mkdir(parents=True, exist_ok=True)
+    (isolated_fluvial_home / "profiles.toml").write_text(
+        'active = "small"\n[profiles.small]\nFLUVIAL_PROCESS_POOL_MAX_WORKERS = 3\n'
+    )
+    reload_settings()
+    assert pool_size()[0] == 3
+    with temporary_settings(process_pool_max_workers=2):
+        assert pool_size()[0] == 2
+    explicit = pool_size.with_options(task_runner=ProcessPoolTaskRunner(max_workers=1))
+    assert explicit()[0] == 1  # an explicit max_workers wins over the setting
+
+
+def test_invalid_pool_size_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLUVIAL_PROCESS_POOL_MAX_WORKERS", "0")
+    with pytest.raises(ConfigurationError, match="FLUVIAL_PROCESS_POOL_MAX_WORKERS='0'"):
+        reload_settings()

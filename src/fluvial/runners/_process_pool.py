@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 _DEPTH = 2
 #: A task whose recent runs took longer than this (seconds) is never queued behind: the time a
 #: worker idles between runs is small next to it, and a queued run would wait for it.
-_SHORT_RUN = 0.002
+_SHORT_RUN = 0.01
 #: Submission contexts a worker keeps; the oldest is dropped first.
 _CONTEXTS_PER_WORKER = 16
 
@@ -296,7 +296,7 @@ class ProcessPool:
         worker.unread -= job.wire
         state, seconds = self._complete(job, data)
         previous = self._recent.get(job.task_key, 0.0)
-        self._recent[job.task_key] = max(seconds, previous * 0.8)  # slow to trust again
+        self._recent[job.task_key] = max(seconds, previous * 0.5)  # slower to trust again
         if worker.jobs:
             worker.since = time.monotonic()
             worker.jobs[0].started = True
@@ -359,8 +359,8 @@ class ProcessPool:
         for worker in self._workers:
             for job in worker.jobs:
                 self._crash(job, reason)
-        for job in self._jobs:
-            self._crash(job, reason)
+        while self._jobs:  # other threads may still be adding to it
+            self._crash(self._jobs.popleft(), reason)
 
 
 def _pipe_capacity(conn: Connection) -> int:
