@@ -151,8 +151,8 @@ def run(
     target: Annotated[
         str,
         typer.Argument(
-            metavar="FILE.py:FLOW | MODULE:FLOW",
-            help="The flow: path/to/file.py:my_flow or package.module:my_flow.",
+            metavar="FILE.py:FLOW",
+            help="The flow: path/to/file.py:my_flow, or package.module:my_flow.",
         ),
     ],
     param: Annotated[
