@@ -1,6 +1,7 @@
-"""Cluster fixtures shared by the runner tests, each started once per session: a local Ray, a
-Dask LocalCluster, and a Dask scheduler and worker started as separate processes (reached by
-address, as a user's existing cluster would be).
+"""The Dask CLI cluster fixture of the runner tests: a scheduler and a worker started as separate
+processes (reached by address, as a user's existing cluster would be). The session's local Ray and
+Dask LocalCluster (``ray_session``, ``dask_cluster``) live in tests/conftest.py, shared with the
+concurrency tests.
 """
 
 from __future__ import annotations
@@ -12,24 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import dask
 import distributed
 import pytest
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for the session; runners must reuse it and never shut it down."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, namespace="fluvial-tests")
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _free_port() -> int:
@@ -37,18 +22,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-@pytest.fixture(scope="session")
-def dask_cluster() -> Iterator[distributed.LocalCluster]:
-    """Two single-threaded worker processes; a worker that dies fails its task at once."""
-    with (
-        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-    ):
-        yield cluster
 
 
 @pytest.fixture(scope="session")
