@@ -6,9 +6,9 @@ pipe, reads the replies, and watches every worker's pipe and process sentinel in
 that dies fails exactly the run it was running, as ``Crashed``, and is replaced.
 
 Pipelining. A worker idles between sending a reply and receiving its next run, which for short
-tasks is most of the time. So a worker may hold a second run, queued in its pipe behind the one
-it is running, when that one is short: its task has no timeout and its recent runs took under
-:data:`_SHORT_RUN` seconds. A queued run has not started (a worker reads the next message only
+tasks is most of the time. So a worker may hold up to :data:`_DEPTH` runs, queued in its pipe
+behind the one it is running, when those are short: their tasks have no timeout and their
+recent runs took under :data:`_SHORT_RUN` seconds. A queued run has not started (a worker reads the next message only
 after replying to the last), so when a worker dies, the runs queued behind the crashed one go
 back to the front of the queue and run elsewhere.
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .process import _Job
 
 #: Runs at most on a worker at once: the one running and the ones queued behind it.
-_DEPTH = 2
+_DEPTH = 3
 #: A task whose recent runs took longer than this (seconds) is never queued behind: the time a
 #: worker idles between runs is small next to it, and a queued run would wait for it.
 _SHORT_RUN = 0.01
