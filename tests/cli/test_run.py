@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,7 +205,15 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dask_runner_is_chosen_by_name(shell: Callable[..., Result]) -> None:
-    result = shell("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "dask")
-    assert result.code == 0, result.err
+def test_dask_runner_on_a_running_cluster(cli: Callable[..., Result], dask_cluster: Any) -> None:
+    address = dask_cluster.scheduler_address
+    result = cli("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "dask", "--address", address)
+    assert result.code == 0, result
     assert "result: 6" in result.out
+    assert "tasks: 3 Completed" in result.out
+
+
+def test_address_needs_a_cluster_runner(cli: Callable[..., Result]) -> None:
+    result = cli("run", ADD, "-p", "a=1", "--address", "tcp://127.0.0.1:1")
+    assert_user_error(result, "--address names a Dask or Ray cluster")
+    assert "hint: add --runner dask or --runner ray" in result.err

@@ -8,7 +8,17 @@ status is 0 for a Completed run and 1 for any other final state.
 
 from __future__ import annotations
 
-__all__ = ("Runner", "check_parameters", "register", "report", "run", "task_runner_for")
+__all__ = (
+    "AddressOption",
+    "ProgressOption",
+    "Runner",
+    "RunnerOption",
+    "check_parameters",
+    "register",
+    "report",
+    "run",
+    "task_runner_for",
+)
 
 import enum
 import inspect
@@ -57,12 +67,41 @@ def register(root: typer.Typer) -> None:
     root.command("run")(run)
 
 
-def task_runner_for(kind: Runner) -> TaskRunner:
-    """Return a new task runner of *kind*, with its defaults."""
+#: ``--runner``, ``--address`` and ``--progress``, shared with ``fluvial runs resume``.
+RunnerOption = Annotated[
+    Runner | None, typer.Option("--runner", help="The task runner (default: the flow's).")
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        metavar="ADDRESS",
+        help="With --runner dask or ray: the running cluster to use (tcp://host:8786, "
+        "ray://host:10001, auto) instead of starting a local one.",
+    ),
+]
+ProgressOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Draw a live bar of task states (default: when stderr is a terminal).",
+    ),
+]
+
+
+def task_runner_for(kind: Runner | None, address: str | None = None) -> TaskRunner | None:
+    """Return a new task runner of *kind* (on the cluster at *address*), or None for none."""
+    if address is not None and kind not in (Runner.dask, Runner.ray):
+        raise CommandError(
+            "--address names a Dask or Ray cluster", hint="add --runner dask or --runner ray"
+        )
+    if kind is None:
+        return None
     # fluvial.runners imports dask or ray only when their runner class is asked for.
     from .. import runners
 
-    runner: TaskRunner = getattr(runners, _RUNNER_CLASSES[kind])()
+    cls = getattr(runners, _RUNNER_CLASSES[kind])
+    runner: TaskRunner = cls() if address is None else cls(address=address)
     return runner
 
 
@@ -94,10 +133,10 @@ def check_parameters(flow: Flow[..., Any], parameters: dict[str, Any]) -> None:
         raise CommandError(one_line(exc), hint=_VALUE_HINT) from exc
 
 
-def _configure(flow: Flow[..., Any], runner: Runner | None, storage: str | None) -> Any:
+def _configure(flow: Flow[..., Any], runner: TaskRunner | None, storage: str | None) -> Any:
     options: dict[str, Any] = {}
     if runner is not None:
-        options["task_runner"] = task_runner_for(runner)
+        options["task_runner"] = runner
     if storage is not None:
         from ..storage._location import resolve_location
 
@@ -167,17 +206,10 @@ def run(
     params: Annotated[
         str | None, typer.Option("--params", metavar="JSON", help="Parameters as a JSON object.")
     ] = None,
-    runner: Annotated[
-        Runner | None, typer.Option("--runner", help="The task runner (default: the flow's).")
-    ] = None,
+    runner: RunnerOption = None,
+    address: AddressOption = None,
     storage: StorageOption = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress",
-            help="Draw a live bar of task states (default: when stderr is a terminal).",
-        ),
-    ] = None,
+    progress: ProgressOption = None,
 ) -> int:
     """Run a flow; exit status 0 if it completes, 1 otherwise."""
     # Imported before the flow's directory goes first on sys.path, where a file named like
@@ -188,7 +220,8 @@ def run(
     from ._loading import load_flow, parse_parameters, text_parameters
     from ._progress import live_progress
 
-    flow = _configure(load_flow(target), runner, storage)
+    task_runner = task_runner_for(runner, address)
+    flow = _configure(load_flow(target), task_runner, storage)
     parameters = parse_parameters(params, list(param or ()), text_parameters(flow))
     check_parameters(flow, parameters)
     show = sys.stderr.isatty() if progress is None else progress

@@ -22,7 +22,7 @@ import typer
 
 from ._app import JsonOption, StorageOption, group
 from ._output import CommandError, console, out
-from .run import Runner
+from .run import AddressOption, ProgressOption, RunnerOption
 
 if TYPE_CHECKING:
     from ..runs import RunRecord
@@ -168,37 +168,23 @@ def still_running(run: RunRecord) -> int | None:
     return last.pid
 
 
-def _resumed_state(run: RunRecord, storage: str | None, runner: Runner | None) -> Any:
-    from ..runs import resume
-
-    task_runner = None
-    if runner is not None:
-        from .run import task_runner_for
-
-        task_runner = task_runner_for(runner)
-    return resume(run.id, storage, return_state=True, task_runner=task_runner)
-
-
 @app.command("resume")
 def _resume(
     run_id: Annotated[str, _ID],
     storage: StorageOption = None,
-    runner: Annotated[
-        Runner | None, typer.Option("--runner", help="The task runner (default: the flow's).")
-    ] = None,
-    progress: Annotated[
-        bool | None,
-        typer.Option("--progress/--no-progress", help="Draw a live bar of task states."),
-    ] = None,
+    runner: RunnerOption = None,
+    address: AddressOption = None,
+    progress: ProgressOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Resume even if the run seems to be still running.")
     ] = False,
 ) -> int:
     """Run a recorded flow run again under its id; finished tasks come back Cached."""
-    from ..runs import read_run
+    from ..runs import read_run, resume
     from ._progress import live_progress
-    from .run import report
+    from .run import report, task_runner_for
 
+    task_runner = task_runner_for(runner, address)
     run = read_run(resolve_id(run_id, storage), storage)
     pid = None if force else still_running(run)
     if pid is not None:
@@ -209,7 +195,7 @@ def _resume(
     show = sys.stderr.isatty() if progress is None else progress
     started = time.monotonic()
     with live_progress(show) as states:
-        state = _resumed_state(run, storage, runner)
+        state = resume(run.id, storage, return_state=True, task_runner=task_runner)
     report(state, run.name, run.id, time.monotonic() - started, storage, states)
     return 0 if state.is_completed() else 1
 
