@@ -1,0 +1,122 @@
+"""A holder killed mid-slot frees its slot: at once on one machine, after its lease on clusters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fluvial import flow, task
+from fluvial.concurrency import create_limit, create_tag_limit, read_limit
+from fluvial.concurrency._select import file_backend, use_backend
+from fluvial.concurrency.sync import concurrency
+from fluvial.exceptions import AcquireConcurrencySlotTimeoutError
+from fluvial.runners import ProcessPoolTaskRunner, TaskRunner
+from fluvial.states import StateType
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from fluvial.concurrency import create_limit
+    from fluvial.concurrency._select import file_backend, use_backend
+    from fluvial.concurrency.sync import concurrency
+
+    create_limit("x", 1)
+    with use_backend(file_backend()), concurrency("x"):
+        print("held", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_killed_process_frees_its_file_lease(isolated_fluvial_home: Path) -> None:
+    create_limit("x", 1)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "FLUVIAL_HOME": str(isolated_fluvial_home)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with use_backend(file_backend()):
+            with (
+                pytest.raises(AcquireConcurrencySlotTimeoutError),
+                concurrency("x", timeout_seconds=0.3),
+            ):
+                pass
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait(timeout=10)
+            started = time.monotonic()
+            with concurrency("x", timeout_seconds=30):
+                assert read_limit("x").active_slots == 1
+            assert time.monotonic() - started < 30
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+@task(tags=["db"])
+def die() -> None:
+    os._exit(3)
+
+
+@task(tags=["db"])
+def survive() -> str:
+    return "ran"
+
+
+def test_a_crashed_process_worker_frees_its_tag_slot() -> None:
+    create_tag_limit("db", 1)
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    def pipeline() -> tuple[StateType, str]:
+        crashed = die.submit()
+        crashed.wait()
+        return crashed.state.type, survive.submit().result(timeout=60)
+
+    assert pipeline() == (StateType.CRASHED, "ran")
+
+
+@task
+def hold_and_die(lease: float) -> None:
+    with concurrency("x", lease_duration=lease, strict=True):
+        os._exit(3)
+
+
+def _killed_holder_lapses(runner: TaskRunner) -> None:
+    create_limit("x", 1)
+
+    @flow(task_runner=runner)
+    def pipeline() -> tuple[StateType, float, float]:
+        crashed = hold_and_die.submit(5.0)
+        crashed.wait()
+        held = read_limit("x").active_slots  # the dead holder's lease is still there
+        started = time.monotonic()
+        with concurrency("x", timeout_seconds=60, strict=True):
+            waited = time.monotonic() - started
+        return crashed.state.type, held, waited
+
+    state, held, waited = pipeline()
+    assert state is StateType.CRASHED
+    assert held == 1
+    assert waited < 60
+
+
+@pytest.mark.slow
+def test_a_killed_dask_worker_lease_lapses(dask_cluster: object) -> None:
+    from fluvial.runners import DaskTaskRunner
+
+    _killed_holder_lapses(DaskTaskRunner(address=dask_cluster.scheduler_address))  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_lease_lapses(ray_session: None) -> None:
+    from fluvial.runners import RayTaskRunner
+
+    _killed_holder_lapses(RayTaskRunner())
