@@ -36,7 +36,8 @@ def test_create_read_update_delete() -> None:
     assert made == ConcurrencyLimit("db", 3, 0.5, True, 0.0, ())
     with concurrency("db", occupy=2):
         held = read_limit("db")
-        assert held.active_slots == pytest.approx(2, abs=0.1) and len(held.holders) == 1
+        assert held.active_slots == pytest.approx(2, abs=0.1)
+        assert len(held.holders) == 1
     assert update_limit("db", limit=5, active=False).limit == 5
     assert not read_limit("db").active
     assert [limit.name for limit in list_limits()] == ["db"]

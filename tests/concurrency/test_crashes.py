@@ -43,7 +43,8 @@ def test_a_killed_process_frees_its_file_lease(isolated_fluvial_home: Path) -> N
         env={**os.environ, "FLUVIAL_HOME": str(isolated_fluvial_home)},
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"held"
         with use_backend(file_backend()):
             with (
                 pytest.raises(AcquireConcurrencySlotTimeoutError),

@@ -20,7 +20,8 @@ def test_all_or_nothing_over_several_limits() -> None:
     assert not table.offer(_req("2", A, B), 0.0)
     assert table.occupied("a", 0.0) == 0  # nothing of "a" taken while "b" is full
     assert table.release("1", 0.0) == ["2"]
-    assert table.occupied("a", 0.0) == 1 and table.occupied("b", 0.0) == 1
+    assert table.occupied("a", 0.0) == 1
+    assert table.occupied("b", 0.0) == 1
 
 
 def test_a_waiter_is_never_overtaken_on_its_limit() -> None:
@@ -49,7 +50,8 @@ def test_decay_is_continuous() -> None:
     # Many updates less than a second apart still add up (Prefect floors each one to zero).
     for step in range(1, 20):
         table.grant(step * 0.1)
-    assert table.queue and table.grant(2.0) == ["3"]
+    assert table.queue
+    assert table.grant(2.0) == ["3"]
     assert table.wait_hint(Request("4", (spec,), 1, "rate_limit", "h"), 2.0) == pytest.approx(2.0)
 
 

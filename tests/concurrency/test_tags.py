@@ -89,7 +89,8 @@ def test_tags_from_the_context_count() -> None:
             future.wait()
 
     pipeline()
-    assert len(spans) == 4 and max_overlap(spans) == 1
+    assert len(spans) == 4
+    assert max_overlap(spans) == 1
 
 
 def test_async_tasks_share_the_limit() -> None:
@@ -107,7 +108,8 @@ def test_async_tasks_share_the_limit() -> None:
         await asyncio.gather(*(fetch() for _ in range(8)))
 
     asyncio.run(pipeline())
-    assert len(spans) == 8 and max_overlap(spans) == 2
+    assert len(spans) == 8
+    assert max_overlap(spans) == 2
 
 
 def test_a_zero_limit_fails_the_run_at_once() -> None:
