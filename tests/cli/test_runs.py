@@ -29,7 +29,7 @@ def _run(cli: Callable[..., Result], storage: str, flow: str, *params: str) -> s
     for param in params:
         argv += ["-p", param]
     cli(*argv)
-    return str(list_runs(storage, flow_name=flow, limit=1)[0].id)
+    return str(list_runs(storage, flow_name=flow.replace("_", "-"), limit=1)[0].id)
 
 
 def test_ls_lists_newest_first_with_filters(cli: Callable[..., Result], storage: str) -> None:
@@ -224,3 +224,13 @@ def test_resume_refuses_a_run_that_is_still_running(
         process.kill()
         process.wait(30)
     assert (marks / "nap-started").read_text() == "x", "the refused resume ran nothing"
+
+
+def test_show_cuts_long_task_lists_unless_all(cli: Callable[..., Result], storage: str) -> None:
+    run_id = _run(cli, storage, "fan_out", "n=130")
+    shown = cli("runs", "show", run_id, "--storage", storage).out
+    assert shown.count("double-") == 100
+    assert "… and 30 more task runs (--all shows them)" in shown
+    everything = cli("runs", "show", run_id, "--storage", storage, "--all").out
+    assert everything.count("double-") == 130
+    assert "more task runs" not in everything

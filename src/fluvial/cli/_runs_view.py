@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.tree import Tree
 
-    from ..runs import RunRecord, TaskRunRecord
+    from ..runs import RunAttempt, RunRecord, TaskRunRecord
 
 _STYLES = {
     "COMPLETED": "green",
@@ -115,25 +115,45 @@ def _header(run: RunRecord) -> str:
     return "\n".join(lines)
 
 
-def run_tree(run: RunRecord) -> Tree:
-    """Return ``fluvial runs show``'s tree: the run, each attempt, and their task runs."""
+def _attempt_label(number: int, attempt: RunAttempt | None) -> str:
+    if attempt is None:
+        return f"attempt {number}"
+    return (
+        f"attempt {number}: {attempt.state_name or '?'}, started {format_time(attempt.started)}"
+        f" on {attempt.host} (pid {attempt.pid})"
+    )
+
+
+def _shown(tasks: list[TaskRunRecord], limit: int | None) -> list[TaskRunRecord]:
+    """Return at most *limit* task runs, unfinished and failed ones first, in their order."""
+    if limit is None or len(tasks) <= limit:
+        return tasks
+    ok = ("COMPLETED",)
+    keep = {id(t) for t in [t for t in tasks if t.state not in ok][:limit]}
+    keep |= {id(t) for t in [t for t in tasks if t.state in ok][: limit - len(keep)]}
+    return [t for t in tasks if id(t) in keep]
+
+
+def run_tree(run: RunRecord, task_limit: int | None = None) -> Tree:
+    """Return ``fluvial runs show``'s tree: the run, each attempt, and their task runs.
+
+    With *task_limit*, each attempt shows at most that many task runs (those that did not
+    complete first) and says how many it left out.
+    """
     from rich.tree import Tree
 
     tree = Tree(_header(run))
     tasks = run.task_runs or ()
     attempts = {a.attempt: a for a in run.attempts}
     for number in sorted({*attempts, *(t.flow_attempt for t in tasks)} or {1}):
-        attempt = attempts.get(number)
-        label = f"attempt {number}"
-        if attempt is not None:
-            label += (
-                f": {attempt.state_name or '?'}, started {format_time(attempt.started)}"
-                f" on {attempt.host} (pid {attempt.pid})"
-            )
-        branch = tree.add(label)
-        for task in (t for t in tasks if t.flow_attempt == number):
+        branch = tree.add(_attempt_label(number, attempts.get(number)))
+        mine = [t for t in tasks if t.flow_attempt == number]
+        shown = _shown(mine, task_limit)
+        for task in shown:
             branch.add(_task_line(task))
-        if not branch.children:
+        if len(shown) < len(mine):
+            branch.add(f"[dim]… and {len(mine) - len(shown)} more task runs (--all shows them)[/]")
+        if not mine:
             branch.add("[dim]no task runs recorded[/]")
     for child in run.children:
         tree.add(f"subflow run {child}")

@@ -32,6 +32,8 @@ app = group("runs", "List, inspect, resume and remove journaled flow runs.")
 _ID = typer.Argument(metavar="ID", help="A flow run id, or a prefix naming one run.")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Task runs per attempt that `runs show` draws unless --all (the rest are counted).
+_TASKS_SHOWN = 100
 _SINCE_HINT = "give a duration back from now (30m, 12h, 7d) or a date/time (2026-11-20T08:00)"
 
 
@@ -133,7 +135,12 @@ def _ls(
 
 @app.command("show")
 def _show(
-    run_id: Annotated[str, _ID], storage: StorageOption = None, as_json: JsonOption = False
+    run_id: Annotated[str, _ID],
+    storage: StorageOption = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help=f"Every task run, not only the first {_TASKS_SHOWN}.")
+    ] = False,
+    as_json: JsonOption = False,
 ) -> int:
     """Show one run: its attempts and task runs with states, durations and errors."""
     from ..runs import read_run
@@ -146,7 +153,7 @@ def _show(
         return 0
     from ._runs_view import run_tree
 
-    console().print(run_tree(run))
+    console().print(run_tree(run, None if show_all else _TASKS_SHOWN))
     return 0
 
 
