@@ -119,6 +119,24 @@ def test_a_module_that_raises_on_import(cli: Callable[..., Result], tmp_path: Pa
     assert f"ZeroDivisionError: division by zero ({script}:3)" in result.err
 
 
+def test_a_package_file_is_run_as_a_module(
+    cli: Callable[..., Result], shell: Callable[..., Result], tmp_path: Path
+) -> None:
+    package = tmp_path / "proj" / "pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("OFFSET = 100\n")
+    (package / "flows.py").write_text(
+        "from fluvial import flow\n\nfrom .helpers import OFFSET\n\n\n"
+        "@flow\ndef shifted(x: int) -> int:\n    return x + OFFSET\n"
+    )
+    by_file = cli("run", f"{package / 'flows.py'}:shifted", "-p", "x=1")
+    assert_user_error(by_file, "hint: the file belongs to a package: run it as package.module")
+    by_module = shell("run", "pkg.flows:shifted", "-p", "x=1", cwd=tmp_path / "proj")
+    assert by_module.code == 0, by_module.err
+    assert "result: 101" in by_module.out
+
+
 def test_process_runner_gets_a_file_flow_by_value(shell: Callable[..., Result]) -> None:
     result = shell("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "process")
     assert result.code == 0, result.err

@@ -45,11 +45,14 @@ def _failure(exc: BaseException, what: str) -> CommandError:
     # Point at the line of the user's code that raised, the one thing they need to look at.
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, ImportError) and "relative import" in str(exc):
+        hint = "the file belongs to a package: run it as package.module:my_flow from its root"
+    elif what.endswith(".py"):
+        hint = f"fix the error, then check it with: python {what}"
+    else:
+        hint = f"fix the error, then check it with: python -c 'import {what}'"
     return CommandError(
-        f"importing {what} failed: {type(exc).__name__}: {one_line(exc)}{where}",
-        hint=f"fix the error, then check it with: python -c 'import {what}'"
-        if not what.endswith(".py")
-        else f"fix the error, then check it with: python {what}",
+        f"importing {what} failed: {type(exc).__name__}: {one_line(exc)}{where}", hint=hint
     )
 
 
