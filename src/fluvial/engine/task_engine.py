@@ -304,21 +304,39 @@ def _attempt_loop(
     parameters: dict[str, Any],
     flow_ctx: FlowRunContext | None,
 ) -> Steps[State[Any]]:
-    if not run.tags:  # the common case pays one truth test for tag limits
-        return (yield from _attempts(task, run, parameters, flow_ctx, None))
+    # A plain function, not a generator: a run whose tags have no limit adds no layer.
+    if not run.tags:
+        return _attempts(task, run, parameters, flow_ctx, None)
     from ..concurrency._tags import tag_slots
     from ..exceptions import ConcurrencySlotAcquisitionError
 
     try:
         slots = tag_slots(run.tags)
     except ConcurrencySlotAcquisitionError as exc:  # a tag limit of 0: fail, never wait
-        note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
-        return Failed(data=exc, message=str(exc), state_details=_details(run))
+        return _refused(run, exc)
+    if slots is None:
+        return _attempts(task, run, parameters, flow_ctx, None)
+    return _holding_slots(task, run, parameters, flow_ctx, slots)
+
+
+def _refused(run: TaskRun, exc: BaseException) -> Steps[State[Any]]:
+    note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
+    yield from ()  # a generator, as callers expect; it has nothing to ask for
+    return Failed(data=exc, message=str(exc), state_details=_details(run))
+
+
+def _holding_slots(
+    task: Task[..., Any],
+    run: TaskRun,
+    parameters: dict[str, Any],
+    flow_ctx: FlowRunContext | None,
+    slots: TagSlots,
+) -> Steps[State[Any]]:
+    """Attempts with the run's tag-limit slots, given back whatever happens."""
     try:
         return (yield from _attempts(task, run, parameters, flow_ctx, slots))
     finally:
-        if slots is not None:
-            slots.release()
+        slots.release()
 
 
 def _attempts(
