@@ -25,12 +25,12 @@ from __future__ import annotations
 __all__ = ("CONTEXT", "RUN", "TASK", "dumps", "state_fields", "state_from_fields", "worker_main")
 
 import contextlib
+import contextvars
 import logging
 import pickle
 import signal
 import time
 import uuid
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .._config import _shipped
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 TASK, CONTEXT, RUN = "task", "context", "run"
 
-_run_records: ContextVar[list[dict[str, Any]] | None] = ContextVar(
+_run_records: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "fluvial.process_run_records", default=None
 )
 
@@ -187,22 +187,26 @@ class _Worker:
             run.name = run_name
         run.set_state(State(StateType.PENDING))
         records: list[dict[str, Any]] = []
-        tokens = (
-            _tags.set(tags),
-            _shipped.set(context.config),
-            _flow_run_context.set(context.flow_ctx),
-            _run_records.set(records),
-        )
-        try:
-            state = self._run_engine(task, parameters, run)
-            context.wait_for_submitted()
-        finally:
-            _run_records.reset(tokens[3])
-            _flow_run_context.reset(tokens[2])
-            _shipped.reset(tokens[1])
-            _tags.reset(tokens[0])
+        # In a copy of the worker's context, dropped afterwards: what the run sets there
+        # (its flow run, tags, settings, and anything the task sets) does not outlive it.
+        state = contextvars.copy_context().run(self._in_context, context, run, parameters, records)
         seconds = time.perf_counter() - started
         return _reply(str(task.name), state, run.run_count, run._name, records, seconds)
+
+    def _in_context(
+        self,
+        context: _Context,
+        run: TaskRun,
+        parameters: dict[str, Any],
+        records: list[dict[str, Any]],
+    ) -> State[Any]:
+        _tags.set(run.tags)
+        _shipped.set(context.config)
+        _flow_run_context.set(context.flow_ctx)
+        _run_records.set(records)
+        state = self._run_engine(run.task, parameters, run)
+        context.wait_for_submitted()
+        return state
 
     def _run_engine(self, task: Any, parameters: dict[str, Any], run: TaskRun) -> State[Any]:
         from ..engine.task_engine import run_task_async, run_task_sync
