@@ -121,3 +121,27 @@ def test_import_fluvial_imports_no_cli_library() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_formatting_helpers() -> None:
+    from fluvial.cli._output import format_bytes, format_duration, one_line
+
+    assert [format_bytes(n) for n in (None, 0, 1023, 1536, 5 * 1024**2, 3 * 1024**3)] == [
+        "-",
+        "0 B",
+        "1023 B",
+        "1.5 KB",
+        "5.0 MB",
+        "3.0 GB",
+    ]
+    assert [format_duration(s) for s in (None, 0.85, 12.34, 245, 7380)] == [
+        "-",
+        "850ms",
+        "12.3s",
+        "4m05s",
+        "2h03m",
+    ]
+    assert one_line(ValueError("invalid parameters:\n - n: bad\n - m: worse")) == (
+        "invalid parameters: - n: bad; - m: worse"
+    )
+    assert one_line(KeyError()) == "KeyError"

@@ -129,12 +129,14 @@ def format_time(value: dt.datetime | None) -> str:
 
 
 def format_bytes(size: int | None) -> str:
-    """Return *size* as ``512 B``, ``1.5 KB``, ``3.2 MB``...; ``-`` when unknown."""
+    """Return *size* as ``512 B``, ``1.5 KB``, ``3.2 MB``, ``4.0 GB``; ``-`` when unknown."""
     if size is None:
         return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    return f"{value:.1f} TB"  # pragma: no cover - the loop returns at GB
+    return f"{value:.1f} GB"
