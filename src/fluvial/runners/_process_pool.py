@@ -140,8 +140,9 @@ class ProcessPool:
         for worker in list(self._workers):
             worker.stop()
         self._workers.clear()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        if not self._thread.is_alive():  # else it may still wait on them: leave them open
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _wake(self) -> None:
         self._sleeping = False
@@ -155,13 +156,11 @@ class ProcessPool:
     def _loop(self) -> None:
         try:
             while not self._abandoned:
+                # From here on put() wakes the wait below; _dispatch sees every earlier run.
+                self._sleeping = True
                 self._dispatch()
                 if self._closing and not self._jobs and not any(w.jobs for w in self._workers):
                     return
-                queued = len(self._jobs)
-                self._sleeping = True
-                if len(self._jobs) != queued:  # a run came in since _dispatch looked
-                    continue
                 self._wait()
         except BaseException as exc:  # never leave a future unfinished
             self._broken = f"the process runner failed: {exc!r}"
@@ -207,7 +206,8 @@ class ProcessPool:
                 self._jobs.popleft()
                 self._send(worker, job)
             except Exception as exc:
-                self._jobs.popleft()
+                if self._jobs and self._jobs[0] is job:
+                    self._jobs.popleft()
                 self._crash(job, f"the process runner failed: {exc!r}")
 
     def _choose(self, job: _Job) -> _Worker | None:
