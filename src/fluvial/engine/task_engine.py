@@ -36,6 +36,7 @@ from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._runs import FlowRun, TaskRun
+from ..concurrency._tags import tag_slots
 from ..context import (
     FlowRunContext,
     TaskRunContext,
@@ -45,6 +46,7 @@ from ..context import (
     _set_task_context,
 )
 from ..exceptions import (
+    ConcurrencySlotAcquisitionError,
     DefinitionError,
     FluvialError,
     SerializationError,
@@ -307,9 +309,6 @@ def _attempt_loop(
     # A plain function, not a generator: a run whose tags have no limit adds no layer.
     if not run.tags:
         return _attempts(task, run, parameters, flow_ctx, None)
-    from ..concurrency._tags import tag_slots
-    from ..exceptions import ConcurrencySlotAcquisitionError
-
     try:
         slots = tag_slots(run.tags)
     except ConcurrencySlotAcquisitionError as exc:  # a tag limit of 0: fail, never wait
