@@ -26,7 +26,7 @@ from fluvial.exceptions import ConfigurationError, SerializationError, WorkerCra
 from fluvial.flows import Flow
 from fluvial.futures import Future
 from fluvial.runners import ProcessPoolTaskRunner
-from fluvial.runners._process_pool import _SHORT_RUN
+from fluvial.runners._process_pool import _QUEUE_AHEAD
 from fluvial.settings import reload_settings, temporary_settings
 from fluvial.states import State, StateType
 
@@ -294,10 +294,10 @@ def test_runs_queued_behind_a_run_whose_worker_dies_run_on_its_replacement(
         pool = runner._pool  # white box: the pool queues runs only behind known-short ones
         for _ in range(1000):  # a loaded machine may need a few runs to look short
             warm_pid = pid_after.submit(0.0).result()
-            if min(pool._recent.values(), default=1.0) < _SHORT_RUN:
+            if min(pool._recent.values(), default=1.0) < _QUEUE_AHEAD / 2:
                 break
         else:
-            pytest.fail("pid_after(0.0) never ran in under _SHORT_RUN seconds")
+            pytest.fail("pid_after(0.0) never ran in under _QUEUE_AHEAD / 2 seconds")
         victim = pid_after.submit(SAFETY, str(pid_file))
         queued = [pid_after.submit(0.0) for _ in range(3)]
         pid = _wait_for_pid(pid_file)

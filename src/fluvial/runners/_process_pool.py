@@ -6,11 +6,14 @@ pipe, reads the replies, and watches every worker's pipe and process sentinel in
 that dies fails exactly the run it was running, as ``Crashed``, and is replaced.
 
 Pipelining. A worker idles between sending a reply and receiving its next run, which for short
-tasks is most of the time. So a worker may hold up to :data:`_DEPTH` runs, queued in its pipe
-behind the one it is running, when those are short: their tasks have no timeout and their
-recent runs took under :data:`_SHORT_RUN` seconds. A queued run has not started (a worker reads the next message only
-after replying to the last), so when a worker dies, the runs queued behind the crashed one go
-back to the front of the queue and run elsewhere.
+tasks is most of the time; and while the flow's own thread is busy submitting, the dispatcher
+may wait for the GIL for a whole switch interval (5 ms). So runs are queued in a worker's pipe
+behind the one it is running, as long as the runs it holds are expected to take at most
+:data:`_QUEUE_AHEAD` seconds in all: their tasks have no timeout, and each run's expected time
+is the recent run time of its task. A run queued behind a task that turns out to be slow
+waits for it. A queued run has not started (a worker reads the next message only after
+replying to the last), so when a worker dies, the runs queued behind the crashed one go back
+to the front of the queue and run elsewhere.
 
 No deadlock on full pipes: the dispatcher never blocks writing to a worker that may itself be
 blocked writing a reply. It writes to an idle worker (which is reading), or queues a run only
@@ -40,11 +43,12 @@ if TYPE_CHECKING:
     from ..states import State
     from .process import _Job
 
-#: Runs at most on a worker at once: the one running and the ones queued behind it.
-_DEPTH = 3
-#: A task whose recent runs took longer than this (seconds) is never queued behind: the time a
-#: worker idles between runs is small next to it, and a queued run would wait for it.
-_SHORT_RUN = 0.01
+#: Expected seconds of work a worker may hold before another run is queued behind it: long
+#: enough to bridge the dispatcher's waits for the GIL, short enough that a queued run does not
+#: wait noticeably while another worker is free.
+_QUEUE_AHEAD = 0.005
+#: Runs a worker holds at most, however short.
+_MAX_HELD = 64
 #: Submission contexts a worker keeps; the oldest is dropped first.
 _CONTEXTS_PER_WORKER = 16
 
@@ -55,7 +59,18 @@ Crash = Callable[["_Job", str], None]
 class _Worker:
     """One worker process, its pipe, and the runs it holds (the first one is running)."""
 
-    __slots__ = ("conn", "contexts", "jobs", "process", "sender", "since", "tasks", "unread")
+    __slots__ = (
+        "conn",
+        "contexts",
+        "expected",
+        "jobs",
+        "process",
+        "sender",
+        "since",
+        "tasks",
+        "unknown",
+        "unread",
+    )
 
     def __init__(self, mp_context: Any) -> None:
         self.conn: Connection
@@ -66,6 +81,8 @@ class _Worker:
         self.jobs: deque[_Job] = deque()
         self.unread = 0  # bytes sent for the runs it holds: at most this much sits in the pipe
         self.since = 0.0  # when the first run it holds started
+        self.expected = 0.0  # expected seconds of the runs it holds whose time is known
+        self.unknown = 0  # runs it holds of unknown length (new tasks, tasks with timeouts)
         self.tasks: set[int] = set()
         self.contexts: OrderedDict[int, None] = OrderedDict()
         self.sender: threading.Thread | None = None
@@ -218,21 +235,14 @@ class ProcessPool:
             return self._spawn()
         best: _Worker | None = None
         for worker in self._workers:
-            if len(worker.jobs) >= _DEPTH or not self._can_queue(worker, job):
+            if worker.unknown or worker.expected > _QUEUE_AHEAD or len(worker.jobs) >= _MAX_HELD:
                 continue
-            if best is None or worker.unread < best.unread:
+            if best is None or worker.expected < best.expected:
                 best = worker
-        return best
-
-    def _can_queue(self, worker: _Worker, job: _Job) -> bool:
-        if worker.sender is not None and worker.sender.is_alive():
-            return False
-        for held in worker.jobs:
-            if held.limit is not None or self._recent.get(held.task_key, 1.0) > _SHORT_RUN:
-                return False
-        return worker.unread + len(job.message) + self._definitions_size(worker, job) <= (
-            self._limit
-        )
+        if best is None or (best.sender is not None and best.sender.is_alive()):
+            return None
+        size = best.unread + len(job.message) + self._definitions_size(best, job)
+        return best if size <= self._limit else None
 
     def _definitions_size(self, worker: _Worker, job: _Job) -> int:
         size = 0
@@ -267,6 +277,11 @@ class ProcessPool:
         idle = not worker.jobs
         worker.jobs.append(job)
         worker.unread += job.wire
+        job.expected = None if job.limit is not None else self._recent.get(job.task_key)
+        if job.expected is None:
+            worker.unknown += 1
+        else:
+            worker.expected += job.expected
         if idle:
             job.started = True
             worker.since = time.monotonic()
@@ -294,6 +309,12 @@ class ProcessPool:
     def _reply(self, worker: _Worker, data: bytes) -> None:
         job = worker.jobs.popleft()
         worker.unread -= job.wire
+        if job.expected is None:
+            worker.unknown -= 1
+        elif worker.jobs:
+            worker.expected -= job.expected
+        else:
+            worker.expected = 0.0  # no rounding left over
         state, seconds = self._complete(job, data)
         previous = self._recent.get(job.task_key, 0.0)
         self._recent[job.task_key] = max(seconds, previous * 0.5)  # slower to trust again

@@ -66,6 +66,7 @@ class _Job:
 
     __slots__ = (
         "context_key",
+        "expected",
         "future",
         "limit",
         "message",
@@ -104,6 +105,7 @@ class _Job:
         self.task_blob = b""
         self.limit: float | None = None
         self.wire = 0  # bytes sent to the worker for this run
+        self.expected: float | None = None  # seconds it should take, when the pool knows
 
     def prepare(self) -> State[Any] | None:
         """Resolve the arguments and pickle the run; a final state instead if it cannot go."""
