@@ -47,6 +47,10 @@ class RayBackend(RemoteBackend):
         ray = _ray()
         return ray.get(self._handle().handle.remote(action, payload))
 
+    def _send(self, action: str, payload: dict[str, Any]) -> None:
+        # Calls from one caller reach an actor in order: a later offer sees this release.
+        self._handle().handle.remote(action, payload)
+
 
 def _ray() -> Any:
     try:

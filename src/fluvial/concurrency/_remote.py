@@ -49,11 +49,12 @@ class TableHost:
         method = getattr(self, f"_{action}")
         return method(now, **payload)
 
-    def _offer(self, now: float, request: dict[str, Any]) -> bool:
+    def _offer(self, now: float, request: dict[str, Any], ttl: float) -> bool:
         req = Request.from_json(request)
         req.expires = now + _QUEUE_TTL
         granted = self.table.offer(req, now)
         if granted:
+            req.expires = now + ttl
             self._note([req.id])
         self._note(self.table.grant(now))
         return granted or req.id in self.recent
@@ -111,7 +112,8 @@ class RemoteBackend(PollingBackend):
         return f"{os.uname().nodename}:{os.getpid()}"
 
     def _offer(self, request: Request, lease_duration: float) -> bool:
-        granted = bool(self._call("offer", {"request": request.to_json()}))
+        payload = {"request": request.to_json(), "ttl": lease_duration}
+        granted = bool(self._call("offer", payload))
         if granted:
             self._hold(request, lease_duration)
         return granted
@@ -134,7 +136,11 @@ class RemoteBackend(PollingBackend):
         """Give back the slots of a lease and stop renewing it."""
         with self._held_lock:
             self._held.pop(lease_id, None)
-        self._call("release", {"id": lease_id})
+        self._send("release", {"id": lease_id})
+
+    def _send(self, action: str, payload: dict[str, Any]) -> None:
+        """Perform *action* without waiting for its answer where the transport allows."""
+        self._call(action, payload)
 
     def occupancy(self, name: str) -> Occupancy:
         """Return the slots of *name* held across the cluster."""
@@ -152,8 +158,6 @@ class RemoteBackend(PollingBackend):
     def _hold_id(self, lease_id: str, lease_duration: float) -> None:
         if lease_duration <= 0:
             return  # rate limits: nothing to give back, nothing to renew
-        # The first renewal sets the lease's real duration (the host starts it at _QUEUE_TTL).
-        self._call("renew", {"ids": [lease_id], "ttl": lease_duration})
         with self._held_lock:
             self._held[lease_id] = lease_duration
             if self._renewer is None or not self._renewer.is_alive():
