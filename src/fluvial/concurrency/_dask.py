@@ -48,6 +48,8 @@ class DaskBackend(RemoteBackend):
         if worker is not None and worker.scheduler.address == self.address:
             return worker._get_client()
         with self._lock:
+            if self._client is not None and self._client.status not in ("running", "connecting"):
+                self._client = None  # the runner that lent it has closed it
             if self._client is None:
                 try:
                     self._client = dd.Client.current()
