@@ -14,7 +14,7 @@ import pytest
 
 from fluvial import flow, task
 from fluvial.concurrency import create_limit, create_tag_limit
-from fluvial.concurrency.sync import concurrency
+from fluvial.concurrency.sync import concurrency, rate_limit
 from fluvial.runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from .conftest import max_overlap
@@ -36,6 +36,13 @@ def global_limited(i: int) -> tuple[float, float]:
         start = time.time()
         time.sleep(0.15)
         return start, time.time()
+
+
+@task
+def rate_limited(i: int) -> tuple[float, float]:
+    rate_limit("api", timeout_seconds=120, strict=True)
+    now = time.time()
+    return now, now
 
 
 def _thread(request: pytest.FixtureRequest) -> TaskRunner:
@@ -101,3 +108,11 @@ def test_thread_runner_actually_overlaps_without_a_limit() -> None:
     # The check above can fail: without the limit the same tasks do overlap.
     spans = _spans(ThreadPoolTaskRunner(max_workers=6), tagged)
     assert max_overlap(spans) > K
+
+
+def test_rate_limit_holds_across_workers(runner: TaskRunner) -> None:
+    create_limit("api", 1, slot_decay_per_second=10)
+    starts = sorted(start for start, _ in _spans(runner, rate_limited))
+    assert len(starts) == N
+    # One at once, then 10 per second: N starts span at least (N - 1) / 10 s (less a margin).
+    assert starts[-1] - starts[0] >= (N - 1) / 10 - 0.05
