@@ -1,7 +1,7 @@
 """What runs on a Dask worker for the Dask runner: one task run's engine per Dask task.
 
-The flow process sends :func:`run_on_worker` with the run's name, the pickled task (with its
-digest, so each worker unpickles a task once) and the pickled payload. Upstream runs of the
+The flow process sends :func:`run_on_worker` with the run's name, the pickled task and flow
+context (with their digests, so each worker unpickles them once) and the run's own message. Upstream runs of the
 same runner travel as Dask futures among the Dask task's arguments; Dask resolves them to their
 :class:`RemoteOutcome` before the call, and the payload refers to them by :class:`Slot`.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = ("Slot", "run_on_worker", "substitute")
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import FutureList
 from ..states import Failed, NotReady
 from ._remote import RemoteOutcome, run_payload
+from ._shipping import Blob, unpack
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
 _SEQUENCES = (list, tuple, set, frozenset)
@@ -59,20 +59,17 @@ def substitute(value: Any, leaf_type: type, leaf: Callable[[Any], Any]) -> Any:
     return value
 
 
-_worker_tasks: dict[bytes, Any] = {}
-_worker_tasks_lock = threading.Lock()
-_WORKER_TASK_CACHE = 256
-
-
 def run_on_worker(
-    run_name: str, digest: bytes, task_blob: bytes, message: bytes, *upstream: RemoteOutcome
+    run_name: str, task: Blob, context: Blob, message: bytes, *upstream: RemoteOutcome
 ) -> RemoteOutcome:
-    """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to."""
+    """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to.
+
+    *task* and *context* are pickled once per runner (see :mod:`fluvial.runners._shipping`).
+    """
     import cloudpickle
 
     try:
-        task = _worker_task(digest, task_blob)
-        payload, wait_for = cloudpickle.loads(message)
+        payload, wait_for = unpack((task[0], lambda: task[1]), context, message)
     except Exception as exc:
         error = SerializationError(
             f"task run {run_name!r} could not be unpickled on the Dask worker: "
@@ -80,7 +77,6 @@ def run_on_worker(
             "(install it there), or be registered with cloudpickle.register_pickle_by_value."
         )
         return RemoteOutcome(Failed(data=error, message=str(error)), 0, run_name)
-    payload.task = task
     if upstream:
         states = [outcome.state for outcome in upstream]
         payload.parameters = substitute(payload.parameters, Slot, lambda s: states[s.index])
@@ -97,19 +93,6 @@ def run_on_worker(
         except Exception:  # a record carries something unpicklable: send the others
             outcome.logs = [record for record in outcome.logs if _picklable(record)]
     return outcome
-
-
-def _worker_task(digest: bytes, blob: bytes) -> Any:
-    task = _worker_tasks.get(digest)
-    if task is None:
-        import cloudpickle
-
-        task = cloudpickle.loads(blob)
-        with _worker_tasks_lock:
-            if len(_worker_tasks) >= _WORKER_TASK_CACHE:
-                del _worker_tasks[next(iter(_worker_tasks))]
-            _worker_tasks[digest] = task
-    return task
 
 
 def _picklable(value: object) -> bool:

@@ -7,10 +7,11 @@ lists, tuples, sets and dicts) and in ``wait_for`` go to Dask as the upstream ru
 results worker-to-worker. On the worker each becomes the upstream's final ``State``, which the
 engine resolves: its value, or ``NotReady`` unless the argument is ``allow_failure(...)``.
 
-A done-callback queues each finished Dask future; one collector thread per runner gathers the
-finished outcomes in batches, replays their logs, sets the fluvial futures and drops the Dask
-futures, so finished results leave cluster memory. A worker that dies (``KilledWorker``) or a
-Dask future that is cancelled makes the run ``Crashed``, never a hang.
+Submitting, watching and gathering happen on the Dask client's event loop, in batches (see
+:mod:`fluvial.runners._dask_loop`); one collector thread per runner replays the finished runs'
+logs, sets the fluvial futures and hands the Dask futures back to the loop to be dropped, so
+finished results leave cluster memory. A worker that dies (``KilledWorker``) or a Dask future
+that is cancelled makes the run ``Crashed``, never a hang.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ __all__ = ("DaskTaskRunner", "dask_options", "get_async_dask_client", "get_dask_
 
 import asyncio
 import concurrent.futures
-import hashlib
+import functools
 import importlib.util
 import logging
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Self
 
 from ..engine.resolve import needs_resolution
@@ -35,17 +36,16 @@ from ..exceptions import ConfigurationError, MissingExtraError
 from ..futures import Future
 from ..states import Failed, State
 from ._dask_client import dask_options, get_async_dask_client, get_dask_client, import_distributed
+from ._dask_loop import DEFER, Delivery, Job, LoopSide
 from ._dask_setup import check_arguments, connect, start_report
-from ._dask_worker import Slot, run_on_worker, substitute
+from ._dask_worker import Slot, substitute
 from ._remote import (
     RemoteOutcome,
-    Submission,
-    capture_submission,
     crashed_outcome,
-    make_payload,
     pickling_error,
     replay_outcome,
 )
+from ._shipping import Packer
 from .base import TaskRunner
 from .thread import _when_all_done
 
@@ -57,44 +57,6 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 _logger = logging.getLogger("fluvial.runners")
-
-
-class _Job:
-    """One submitted run: waiting for upstreams of another runner, on the cluster, or done."""
-
-    __slots__ = (
-        "annotations",
-        "attempt",
-        "dask_future",
-        "finished",
-        "future",
-        "parameters",
-        "run",
-        "submission",
-        "task",
-        "upstream",
-        "wait_for",
-    )
-
-    def __init__(
-        self,
-        task: Task[..., Any],
-        run: TaskRun,
-        parameters: dict[str, Any],
-        wait_for: list[Any] | None,
-        annotations: dict[str, Any],
-    ) -> None:
-        self.task = task
-        self.run = run
-        self.parameters = parameters
-        self.wait_for = wait_for
-        self.annotations = annotations
-        self.future: Future[Any] = Future(run)
-        self.submission: Submission = capture_submission()  # in the submitting thread
-        self.dask_future: distributed.Future[RemoteOutcome] | None = None
-        self.upstream: list[distributed.Future[RemoteOutcome]] = []
-        self.attempt = 0
-        self.finished = False
 
 
 class DaskTaskRunner(TaskRunner):
@@ -158,10 +120,11 @@ class DaskTaskRunner(TaskRunner):
     def _reset(self) -> None:
         self._client: distributed.Client | None = None
         self._stack = ExitStack()
-        self._pending: dict[Future[Any], _Job] = {}
-        self._completed: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._pending: dict[Future[Any], Job] = {}
+        self._completed: queue.SimpleQueue[Delivery | None] = queue.SimpleQueue()
+        self._loop_side: LoopSide | None = None
         self._collector: threading.Thread | None = None
-        self._blobs: dict[int, tuple[object, bytes, bytes]] = {}
+        self._packer = Packer()
         self._lock = threading.Lock()
 
     def duplicate(self) -> Self:
@@ -190,6 +153,7 @@ class DaskTaskRunner(TaskRunner):
             self._stack.close()
             self._started = False
             raise
+        self._loop_side = LoopSide(self._client, self._completed.put)
         self._collector = threading.Thread(
             target=self._collect, name="fluvial-dask-collector", daemon=True
         )
@@ -213,6 +177,8 @@ class DaskTaskRunner(TaskRunner):
         finally:
             self._client = None
             self._collector = None
+            self._loop_side = None
+            self._packer.clear()
             stack, self._stack = self._stack, ExitStack()
             stack.close()
 
@@ -244,7 +210,7 @@ class DaskTaskRunner(TaskRunner):
         from dask.base import get_annotations
 
         run = new_task_run(task, parameters)
-        job = _Job(task, run, parameters, list(wait_for) if wait_for else None, get_annotations())
+        job = Job(task, run, parameters, list(wait_for) if wait_for else None, get_annotations())
         self._pending[job.future] = job
         self._dispatch(job)
         return job.future
@@ -253,60 +219,51 @@ class DaskTaskRunner(TaskRunner):
         """Return the futures of runs that have not finished."""
         return list(self._pending)
 
-    def _dispatch(self, job: _Job) -> None:
+    def _dispatch(self, job: Job) -> None:
         if job.finished:
             return
-        client = self._client
-        if client is None:
+        if self._client is None:
             reason = "the Dask task runner was closed before this task run was sent to the cluster"
             self._finish(job, crashed_outcome(job.run, reason))
             return
         try:
-            self._send(job, client)
+            self._send(job)
         except Exception as exc:
             reason = f"the Dask task runner could not send task run {job.run.name!r}: {exc}"
             self._finish(job, crashed_outcome(job.run, reason, exc))
 
-    def _send(self, job: _Job, client: distributed.Client) -> None:
-        import cloudpickle
+    def _send(self, job: Job) -> None:
 
         prepared = self._swap_futures(job)
         if prepared is None:
             return  # sent again once the upstreams of other runners are done
         parameters, wait_for, upstream = prepared
+        packer = self._packer
         try:
-            digest, blob = self._task_blob(job.task)
-            payload = make_payload(job.task, job.run, parameters, job.submission)
-            payload.task = None  # type: ignore[assignment]  # travels once per runner, as blob
-            message = cloudpickle.dumps((payload, wait_for))
+            task_blob = packer.task(job.task)
+            context = packer.context(job.submission)
+            message = packer.message(job.run, job.task, parameters, wait_for, job.submission)
         except Exception as exc:
             error = pickling_error(job.task, parameters, exc, "a Dask worker")
             self._finish(job, Failed(data=error, message=str(error)))
             return
         job.attempt += 1
-        key = f"{job.task.name}-{job.run.id.hex}"
-        if job.attempt > 1:
-            key = f"{key}-{job.attempt}"
-        annotate = _annotate(job.annotations) if job.annotations else nullcontext()
-        with annotate:
-            dask_future: distributed.Future[RemoteOutcome] = client.submit(
-                run_on_worker, job.run.name, digest, blob, message, *upstream,
-                key=key, pure=False,
-            )  # fmt: skip
-        job.dask_future = dask_future
+        job.call = (job.run.name, task_blob, context, message)
         job.upstream = upstream
-        completed = self._completed
-        dask_future.add_done_callback(lambda _: completed.put(job))  # type: ignore[no-untyped-call]
+        assert self._loop_side is not None
+        self._loop_side.send(job)
 
-    def _swap_futures(self, job: _Job) -> tuple[dict[str, Any], Any, list[Any]] | None:
-        """Replace fluvial futures by slots (for running upstreams of this runner) or states.
+    def _swap_futures(self, job: Job) -> tuple[dict[str, Any], Any, list[Job]] | None:
+        """Replace fluvial futures by slots (for upstream runs this runner sent to the cluster,
+        listed in the result: their Dask futures are taken when the run is submitted) or by
+        the final states of finished runs.
 
         Returns None when some upstream belongs elsewhere and is unfinished: the job is then
         dispatched again when those are done.
         """
         if not needs_resolution(job.parameters, job.wait_for):
             return job.parameters, job.wait_for, []
-        upstream: list[Any] = []
+        upstream: list[Job] = []
         slots: dict[Future[Any], Slot] = {}
         waiting: list[Future[Any]] = []
 
@@ -316,12 +273,11 @@ class DaskTaskRunner(TaskRunner):
             slot = slots.get(item)
             if slot is None:
                 owner = self._pending.get(item)
-                dask_future = owner.dask_future if owner is not None else None
-                if dask_future is None or dask_future.status in ("error", "cancelled"):
+                if owner is None or not owner.sent or _failed(owner.dask_future):
                     waiting.append(item)
                     return item
                 slot = slots[item] = Slot(len(upstream))
-                upstream.append(dask_future)
+                upstream.append(owner)
             return slot
 
         parameters = substitute(job.parameters, Future, leaf)
@@ -331,82 +287,46 @@ class DaskTaskRunner(TaskRunner):
             return None
         return parameters, wait_for, upstream
 
-    def _task_blob(self, task: Task[..., Any]) -> tuple[bytes, bytes]:
-        import cloudpickle
-
-        cached = self._blobs.get(id(task))
-        if cached is None or cached[0] is not task:
-            blob = cloudpickle.dumps(task)
-            cached = (task, hashlib.blake2b(blob, digest_size=16).digest(), blob)
-            self._blobs[id(task)] = cached
-        return cached[1], cached[2]
-
     def _collect(self) -> None:
-        """Settle finished Dask futures in batches until told to stop (the collector thread)."""
+        """Settle delivered batches until told to stop (the collector thread)."""
         while True:
-            first = self._completed.get()
-            if first is None:
+            batch = self._completed.get()
+            if batch is None:
                 return
-            batch, stop = [first], False
-            while not stop and not self._completed.empty():
-                item = self._completed.get_nowait()
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
             self._settle(batch)
-            if stop:
-                return
+            del batch  # hold no finished outcome
 
-    def _settle(self, batch: list[_Job]) -> None:
-        batch = [job for job in batch if not job.finished and job.dask_future is not None]
-        gathered = self._gather([job for job in batch if job.dask_future.status == "finished"])  # type: ignore[union-attr]
-        for job in batch:
+    def _settle(self, batch: Delivery) -> None:
+        for job, got in batch:
+            if job.finished:
+                continue
+            if got is DEFER:  # an upstream failed in Dask before this run was submitted
+                waiting = [source.future for source in job.upstream]
+                job.upstream, job.sent = [], False
+                _when_all_done(waiting, functools.partial(self._dispatch, job))
+                continue
             try:
-                state = self._final_state(job, gathered.get(job))
+                state = self._final_state(job, got)
             except Exception as exc:
                 reason = f"the result of task run {job.run.name!r} could not be read from Dask"
                 state = crashed_outcome(job.run, f"{reason}: {exc}", exc)
             if state is None:  # an upstream crashed: run it again with the upstream states
-                job.dask_future, job.upstream = None, []
+                self._drop_dask_futures(job)
                 self._dispatch(job)
             else:
                 self._finish(job, state)
 
-    def _gather(self, jobs: list[_Job]) -> dict[_Job, object]:
-        if not jobs or self._client is None:
-            return {}
-        futures = [job.dask_future for job in jobs]
-        try:
-            results = self._client.gather(futures)  # type: ignore[no-untyped-call]
-            return dict(zip(jobs, results, strict=True))
-        except Exception:  # some result was lost on the way: read them one at a time
-            found: dict[_Job, object] = {}
-            for job, future in zip(jobs, futures, strict=True):
-                try:
-                    found[job] = future.result()  # type: ignore[union-attr]
-                except Exception as exc:
-                    found[job] = exc
-            return found
-
-    def _final_state(self, job: _Job, got: object) -> State[Any] | None:
+    def _final_state(self, job: Job, got: object) -> State[Any] | None:
         if isinstance(got, RemoteOutcome):
             return replay_outcome(job.run, got)
-        dask_future = job.dask_future
-        assert dask_future is not None
+        key = job.dask_future.key if job.dask_future is not None else job.run.name
         if got is None:
-            status = dask_future.status
-            if status == "cancelled":
-                reason = f"Dask cancelled task run {job.run.name!r} (key {dask_future.key!r})"
-                return crashed_outcome(job.run, reason)
-            if status != "error":  # finished after all (its data was lost and recomputed)
-                return replay_outcome(job.run, dask_future.result())
-            got = dask_future.exception()  # type: ignore[no-untyped-call]
-        if any(up.status in ("error", "cancelled") for up in job.upstream):
+            return crashed_outcome(job.run, f"Dask cancelled task run {job.run.name!r} ({key!r})")
+        if any(_failed(up) for up in job.upstream):
             return None
-        return _crash_state(job.run, str(dask_future.key), got)
+        return _crash_state(job.run, str(key), got)
 
-    def _finish(self, job: _Job, state: State[Any]) -> None:
+    def _finish(self, job: Job, state: State[Any]) -> None:
         with self._lock:
             if job.finished:
                 return
@@ -414,7 +334,15 @@ class DaskTaskRunner(TaskRunner):
         job.run.finish(state)
         job.future.set_state(state)
         self._pending.pop(job.future, None)
-        job.dask_future, job.upstream = None, []  # let Dask release the result
+        self._drop_dask_futures(job)
+
+    def _drop_dask_futures(self, job: Job) -> None:
+        """Let Dask release the job's result (on the client's loop, in batches)."""
+        dropped = [job.dask_future, *job.upstream] if job.dask_future is not None else []
+        job.dask_future, job.upstream, job.sent = None, [], False
+        loop_side = self._loop_side
+        if dropped and loop_side is not None:
+            loop_side.release(dropped)
 
     def __getstate__(self) -> dict[str, Any]:
         # A cluster object stays in this process; elsewhere its scheduler is reached by address.
@@ -483,10 +411,8 @@ def _write_report(report: Any, client: distributed.Client, where: str) -> None:
         )
 
 
-def _annotate(annotations: dict[str, Any]) -> Any:
-    from dask.base import annotate
-
-    return annotate(**annotations)
+def _failed(dask_future: object) -> bool:
+    return getattr(dask_future, "status", None) in ("error", "cancelled")
 
 
 def _crash_state(run: TaskRun, key: str, exc: object) -> State[Any]:
