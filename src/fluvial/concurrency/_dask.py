@@ -3,7 +3,8 @@
 The first use from any process installs a :class:`~._remote.TableHost` in the scheduler (a
 ``fluvial_concurrency`` handler, through ``Client.run_on_scheduler``); after that each
 operation is one scheduler call. The scheduler outlives workers and clients, so the table
-survives any of them dying; leases of a dead holder lapse after their ``lease_duration``. The
+survives any of them dying. Slots held by a worker the scheduler no longer lists are freed at the
+next call; those of another dead holder (a client) lapse after their ``lease_duration``. The
 scheduler must be able to import fluvial (it runs the host's code).
 """
 
@@ -21,12 +22,26 @@ from ._remote import RemoteBackend, TableHost
 _HANDLER = "fluvial_concurrency"
 
 
+_WORKER = "dask-worker:"
+
+
 def _install(dask_scheduler: Any) -> None:
     """Run on the scheduler: add the table host once."""
-    if _HANDLER not in dask_scheduler.handlers:
-        host = TableHost()
-        dask_scheduler.handlers[_HANDLER] = host.handle
-        dask_scheduler.extensions[_HANDLER] = host
+    if _HANDLER in dask_scheduler.handlers:
+        return
+    host = TableHost()
+
+    def handle(action: str, payload: dict[str, Any]) -> Any:
+        # Holders on workers the scheduler no longer lists (killed, lost, retired) are dead:
+        # free their slots now rather than when their leases lapse.
+        alive = dask_scheduler.workers
+        for holder in {r.holder for r in (*host.table.leases.values(), *host.table.queue.values())}:
+            if holder.startswith(_WORKER) and holder[len(_WORKER) :] not in alive:
+                host.forget_holder(holder)
+        return host.handle(action, payload)
+
+    dask_scheduler.handlers[_HANDLER] = handle
+    dask_scheduler.extensions[_HANDLER] = host
 
 
 class DaskBackend(RemoteBackend):
@@ -58,6 +73,12 @@ class DaskBackend(RemoteBackend):
                 except ValueError:
                     self._client = dd.Client(self.address, set_as_default=False, timeout=10)
             return self._client
+
+    def _holder(self) -> str:
+        try:
+            return f"{_WORKER}{_distributed().get_worker().address}"
+        except ValueError:
+            return super()._holder()  # a client: its leases lapse by lease_duration
 
     def _call(self, action: str, payload: dict[str, Any]) -> Any:
         client = self._connection()

@@ -49,6 +49,10 @@ class TableHost:
         method = getattr(self, f"_{action}")
         return method(now, **payload)
 
+    def forget_holder(self, holder: str) -> None:
+        """Free what a holder known to be dead had."""
+        self._note(self.table.drop_holder(holder, time.monotonic()))
+
     def _offer(self, now: float, request: dict[str, Any], ttl: float) -> bool:
         req = Request.from_json(request)
         req.expires = now + _QUEUE_TTL
