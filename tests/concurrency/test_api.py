@@ -228,3 +228,36 @@ async def test_async_rate_limit_holds_the_rate() -> None:
     for _ in range(11):
         await aconcurrency.rate_limit("api")
     assert 0.45 <= time.monotonic() - started < 10
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+def _interrupt(*_: object) -> None:
+    raise _Interrupted
+
+
+@pytest.mark.parametrize("backend", ["local", "file"])
+def test_an_interrupted_waiter_leaves_nothing_queued(backend: str) -> None:
+    import signal
+
+    from fluvial.concurrency._select import file_backend, local_backend, use_backend
+
+    create_limit("one", 1)
+    chosen = local_backend() if backend == "local" else file_backend()
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        with use_backend(chosen):
+            held = concurrency("one")
+            held.__enter__()
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            with pytest.raises(_Interrupted), concurrency("one"):
+                pass
+            held.__exit__(None, None, None)
+            # Had the interrupted request stayed queued, this would wait behind it forever.
+            with concurrency("one", timeout_seconds=2):
+                assert read_limit("one").active_slots == 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

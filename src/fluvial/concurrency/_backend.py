@@ -112,12 +112,19 @@ class LocalBackend(Backend):
             gate.acquire()
             self._wakers[request.id] = gate.release
         deadline = None if timeout is None else time.monotonic() + timeout
-        with blocking_region():  # a thread-runner worker lets another thread work meanwhile
-            while not gate.acquire(timeout=self._nap(request, deadline)):
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._withdraw(request.id)
-                    break
-                self._regrant()
+        try:
+            with blocking_region():  # a thread-runner worker lets another thread work meanwhile
+                while not gate.acquire(timeout=self._nap(request, deadline)):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._withdraw(request.id)
+                        break
+                    self._regrant()
+        except SlotsTimeout:
+            raise
+        except BaseException:  # KeyboardInterrupt while waiting: leave nothing queued or held
+            if not self._withdraw_quietly(request.id):
+                self.release(request.id)
+            raise
         return request.id
 
     def _nap(self, request: Request, deadline: float | None) -> float:

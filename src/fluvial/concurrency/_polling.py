@@ -58,14 +58,21 @@ class PollingBackend(Backend):
             return request.id
         deadline = None if timeout is None else time.monotonic() + timeout
         nap = _FIRST_NAP
-        with blocking_region():
-            while True:
-                time.sleep(_bounded(nap, deadline))
-                if self._poll(request.id, lease_duration):
-                    return request.id
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._give_up(request.id)
-                nap = min(nap * 2, _LONGEST_NAP)
+        try:
+            with blocking_region():
+                while True:
+                    time.sleep(_bounded(nap, deadline))
+                    if self._poll(request.id, lease_duration):
+                        return request.id
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self._give_up(request.id)
+                    nap = min(nap * 2, _LONGEST_NAP)
+        except SlotsTimeout:
+            raise
+        except BaseException:  # KeyboardInterrupt while waiting: leave nothing queued or held
+            if not self._withdraw(request.id):
+                self.release(request.id)
+            raise
 
     async def aacquire(
         self,
