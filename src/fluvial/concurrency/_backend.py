@@ -55,6 +55,7 @@ class Backend(abc.ABC):
             SlotsTimeout: *timeout* seconds passed first (nothing is held).
         """
 
+    @abc.abstractmethod
     async def aacquire(
         self,
         specs: tuple[LimitSpec, ...],
@@ -63,12 +64,7 @@ class Backend(abc.ABC):
         timeout: float | None,  # noqa: ASYNC109 - the waiting itself honours it
         lease_duration: float,
     ) -> str:
-        """Like :meth:`acquire`, without blocking the event loop."""
-        import anyio.to_thread
-
-        return await anyio.to_thread.run_sync(
-            self.acquire, specs, occupy, mode, timeout, lease_duration
-        )
+        """Like :meth:`acquire`, without blocking the event loop; if cancelled, holds nothing."""
 
     @abc.abstractmethod
     def release(self, lease_id: str) -> None:
