@@ -166,6 +166,7 @@ class Backends:
             num_cpus=self._config.cluster_workers,
             include_dashboard=False,
             logging_level=logging.ERROR,
+            log_to_driver=False,  # worker log lines would interleave with the progress bar
         )
         self._stack.callback(ray.shutdown)
         r_noop: Any = ray.remote(noop)

@@ -36,7 +36,7 @@ def finish(config: Config, rows: list[Row], options: argparse.Namespace, argv: l
     from rich.console import Console
 
     # Not a terminal (a pipe, CI): wide enough that rows do not wrap.
-    console = Console(width=None if Console().is_terminal else 160)
+    console = Console(width=None if Console().is_terminal else 200)
     heading = title(config)
     console.print(render_table(rows, heading))
     for entry in scaling(rows).values():

@@ -128,6 +128,7 @@ def _to_row(data: dict[str, Any]) -> Row:
     result.baseline_name, result.label = data["baseline_name"], data["label"]
     result.note, result.failed = data["note"], bool(data.get("failed", False))
     result.compare = data["scenario"] not in ("sequential", "cache-hit")
+    result.higher_is_better = data["unit"] == "MB/s"
     return result
 
 

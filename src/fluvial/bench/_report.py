@@ -74,27 +74,34 @@ def versions(extra: dict[str, str] | None = None) -> dict[str, str | None]:
 
 
 def scaling(rows: list[Row]) -> dict[str, dict[str, Any]]:
-    """Return, per runner, how fan-out per-task cost grows from the smallest to the largest N."""
+    """Return, per runner, how fan-out per-task cost grows from the smallest to the largest N.
+
+    The baseline's growth is given too: when both grow alike, the machine (or the executor
+    underneath) is the cause, not fluvial.
+    """
     found: dict[str, dict[str, Any]] = {}
-    for runner in {r.runner for r in rows if r.scenario == "fanout" and r.source == "fluvial"}:
+    for runner in dict.fromkeys(r.runner for r in rows if r.scenario == "fanout"):
         sized = sorted(
-            (r.n, r.value)
+            (r.n, r.value, r.baseline_value)
             for r in rows
-            if r.scenario == "fanout"
-            and r.runner == runner
-            and r.source == "fluvial"
-            and r.value is not None
+            if r.scenario == "fanout" and r.runner == runner and r.source == "fluvial"
+            if r.value is not None
         )
         if len(sized) < 2:
             continue
-        (n0, v0), (n1, v1) = sized[0], sized[-1]
+        (n0, v0, b0), (n1, v1, b1) = sized[0], sized[-1]
         growth = v1 / v0
+        base_growth = b1 / b0 if b0 and b1 else None
+        base_text = "" if base_growth is None else f"; baseline {base_growth:.2f}×"
+        verdict = "flat" if growth <= FLAT_WITHIN else "grows"
         found[runner] = {
-            "per_task_us": {str(n): v for n, v in sized},
+            "per_task_us": {str(n): v for n, v, _ in sized},
+            "baseline_per_task_us": {str(n): b for n, _, b in sized},
             "growth": growth,
+            "baseline_growth": base_growth,
             "flat": growth <= FLAT_WITHIN,
-            "summary": f"{runner} fan-out per task: {v0:.1f} µs at N={n0:,} → {v1:.1f} µs at "
-            f"N={n1:,} ({growth:.2f}×, {'flat' if growth <= FLAT_WITHIN else 'grows'})",
+            "summary": f"{runner} fan-out per task: {_fmt(v0)} µs at N={n0:,} → {_fmt(v1)} µs "
+            f"at N={n1:,} ({growth:.2f}×, {verdict}{base_text})",
         }
     return found
 

@@ -160,20 +160,25 @@ def graph_rows(p: Prefect, job: dict[str, Any], runner: str) -> Rows:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         prefect_runner = p.runners.ProcessPoolTaskRunner(max_workers=workers)
     sizes = {"fanout": job["n"], "map": job["n"], "chain": job["depth"], "diamond": job["width"]}
+    raw_name = type(pool).__name__
 
     def measure() -> Rows:
+        # Prefect's process runner pickles the flow with its task context: this closure must
+        # not hold the raw pool (its locks cannot be pickled), so it is looked up by name.
+        raw_pool: Executor = globals()["_RAW_POOL"]
         p.wait([p.task(noop).submit(i) for i in range(16)])
         out = []
         for scenario in wanted:
             n = sizes[scenario]
-            ours, raw = _graph_sides(p, pool, scenario, n)
+            ours, raw = _graph_sides(p, raw_pool, scenario, n)
             samples = per_task(
                 time_pair(ours, raw, job["repeats"]), n + 2 * (scenario == "diamond")
             )
-            out.append(row(scenario, runner, n, "µs/task", samples, type(pool).__name__))
+            out.append(row(scenario, runner, n, "µs/task", samples, raw_name))
         return out
 
     with pool:
+        globals()["_RAW_POOL"] = pool
         return list(p.flow(name="prefect-bench", task_runner=prefect_runner)(measure)())
 
 
