@@ -52,7 +52,7 @@ def finish(config: Config, rows: list[Row], options: argparse.Namespace, argv: l
         from ._plot import PlotUnavailable, plot
 
         try:
-            plot(rows, options.plot, heading)
+            plot(rows, options.plot, heading.removesuffix(" · median [min–max]"))
             console.print(f"plot written to {options.plot}")
         except PlotUnavailable as exc:
             console.print(f"[yellow]no plot[/]: {exc}")

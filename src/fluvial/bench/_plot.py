@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from ._model import Row
 
 PLOTTED = ("fanout", "map")
+_LABELS = {
+    "fluvial": "fluvial",
+    "fluvial baseline": "raw",
+    "prefect": "Prefect 3",
+    "prefect baseline": "raw (Prefect run)",
+}
 _COLORS = {"thread": "tab:blue", "process": "tab:orange", "dask": "tab:green", "ray": "tab:red"}
 
 
@@ -43,16 +49,19 @@ def _draw(axes: Any, rows: list[Row], scenario: str) -> None:
     """Draw one scenario's lines on *axes*."""
     for (runner, side), points in sorted(_series(rows, scenario).items()):
         xs, ys = zip(*points, strict=True)
-        style = "--" if side.endswith("baseline") else (":" if side.startswith("prefect") else "-")
-        label = f"{runner}: {side}" if side != "fluvial" else f"{runner}: fluvial"
-        axes.plot(xs, ys, style, marker="o", color=_COLORS.get(runner, "gray"), label=label)
+        style = "--" if side.endswith("baseline") else "-"
+        marker = "s" if side.startswith("prefect") else "o"
+        color = _COLORS.get(runner, "gray")
+        label = f"{runner}: {_LABELS[side]}"
+        axes.plot(xs, ys, style, marker=marker, color=color, label=label)
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("N (tasks)")
     axes.set_ylabel("tasks/s (median)")
     axes.set_title(scenario)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="x-small")
+    # Below the axes: inside, the legend would hide lines at one end or the other.
+    axes.legend(fontsize="x-small", ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.15))
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:
@@ -71,7 +80,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
     present = [s for s in PLOTTED if _series(rows, s)]
     if not present:
         raise PlotUnavailable("--plot: no fanout or map row has samples to plot")
-    figure, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 5.4), squeeze=False)
     for ax, scenario in zip(axes[0], present, strict=True):
         _draw(ax, rows, scenario)
     figure.suptitle(title, fontsize="small")
