@@ -66,11 +66,12 @@ def _check_document(document: dict[str, Any]) -> None:
 
 def test_quick_run_in_process_scenarios(tmp_path: Path) -> None:
     png = tmp_path / "bench.png"
-    args = ("--runner", "inline,thread", "--scenario", f"{INLINE},fanout,map,memory")
+    args = ("--runner", "inline,thread", "--scenario", f"{INLINE},fanout,map,memory,tag-limit")
     document = _run_benchmarks(tmp_path, *args, "--plot", str(png))
     _check_document(document)
     inline = {(s, "inline") for s in INLINE.split(",")}
-    _check_rows(document, inline | {("fanout", "thread"), ("map", "thread"), ("memory", "thread")})
+    thread_rows = {(s, "thread") for s in ("fanout", "map", "memory", "tag-limit")}
+    _check_rows(document, inline | thread_rows)
     labels = {r["label"] for r in document["rows"] if r["scenario"] == "cache-hit"}
     assert labels == {"memory://", "local disk", "S3 (moto)"}
     thread = document["scaling"]["thread"]
@@ -121,7 +122,7 @@ def test_list_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == [
         "import", "first-flow", "sequential", "async", "cache-hit", "cache-miss", "persist",
-        "fanout", "map", "chain", "diamond", "memory",
+        "fanout", "map", "chain", "diamond", "memory", "tag-limit",
     ]  # fmt: skip
 
 

@@ -51,6 +51,7 @@ class Config:
     persist_n: int = 20
     persist_bytes: int = 1_000_000
     memory_n: int = 100_000
+    tag_limit_n: int = 10_000
     prefect_n: int = 200
 
     @classmethod
@@ -72,6 +73,7 @@ class Config:
             s3_n=10,
             persist_n=5,
             memory_n=10_000,
+            tag_limit_n=1_000,
             prefect_n=50,
         )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from ._caching import plan_cache_hit, plan_cache_miss, plan_persist
 from ._graphs import GRAPH_SCENARIOS, plan_graph
 from ._inline import plan_async, plan_sequential
+from ._limits import plan_tag_limit
 from ._model import RUNNERS, Job, Skipped
 from ._startup import plan_first_flow, plan_import, plan_memory
 
@@ -52,6 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("chain", _CLUSTER, "each task takes the previous task's future"),
         Scenario("diamond", _CLUSTER, "one task, N dependents, one fan-in task"),
         Scenario("memory", ("thread",), "memory retained per finished task, peak RSS"),
+        Scenario("tag-limit", ("thread",), "tagged tasks under a tag concurrency limit of 2"),
     )
 }
 
@@ -71,6 +73,7 @@ def _plan_one(
         "sequential": plan_sequential,
         "async": plan_async,
         "memory": plan_memory,
+        "tag-limit": plan_tag_limit,
     }
     return simple[name](config)
 
