@@ -175,7 +175,7 @@ def open_journal(flow: Any, run: FlowRun) -> None:
 def _initial_summary(
     flow: Any, run: FlowRun, store: Any, previous: dict[str, Any] | None
 ) -> dict[str, Any]:
-    import_path, source_file = import_path_of(flow.fn)
+    import_path, source_file = _origin(flow, previous)
     encoded, error = _encode_parameters(run.parameters, store.serializer)
     attempts = list(previous["attempts"]) if previous else []
     attempts.append(_new_attempt(len(attempts) + 1))
@@ -210,6 +210,15 @@ def _initial_summary(
     for state in run.state_history:
         _apply_flow_state(summary, run, state)
     return summary
+
+
+def _origin(flow: Any, previous: dict[str, Any] | None) -> tuple[str, str | None]:
+    # A resumed run keeps the import path of its first attempt: the resume may have loaded the
+    # flow another way (from the recorded source file, under a module name of its own), and the
+    # next resume must find it the way the first attempt recorded it.
+    if previous and previous.get("import_path"):
+        return str(previous["import_path"]), previous.get("source_file")
+    return import_path_of(flow.fn)
 
 
 def _new_attempt(number: int) -> dict[str, Any]:

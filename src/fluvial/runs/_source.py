@@ -20,6 +20,10 @@ from typing import Any
 
 from ..exceptions import FlowImportError
 
+# Names of the modules :func:`load_flow` made from script files: private to this process, so a
+# flow defined in one (a subflow of a resumed run) is recorded by its file's path.
+_from_files: set[str] = set()
+
 
 def import_path_of(fn: Any) -> tuple[str, str | None]:
     """Return ``(import path, absolute source file or None)`` for a flow's function."""
@@ -27,6 +31,8 @@ def import_path_of(fn: Any) -> tuple[str, str | None]:
     module = sys.modules.get(module_name)
     source = getattr(module, "__file__", None)
     source = os.path.abspath(source) if source else None
+    if module_name in _from_files and source is not None:
+        return f"{source}:{fn.__qualname__}", source
     if module_name == "__main__":
         spec = getattr(module, "__spec__", None)
         if spec is not None and spec.name and spec.name != "__main__":
@@ -101,10 +107,12 @@ def _load_file(path: str, import_path: str) -> ModuleType:
 
 def _execute(spec: Any, module: ModuleType, import_path: str) -> None:
     sys.modules[module.__name__] = module
+    _from_files.add(module.__name__)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module.__name__]
+        _from_files.discard(module.__name__)
         raise FlowImportError(
             f"cannot import the flow recorded as {import_path!r}: running {spec.origin} raised "
             f"{type(exc).__name__}: {exc}"
