@@ -2,8 +2,8 @@
 
 ``fluvial run`` runs a flow from a file or module, ``fluvial runs ...`` inspects, resumes and
 removes journaled runs, ``fluvial cache ...`` lists and clears persisted results,
-``fluvial config ...`` and ``fluvial profile ...`` manage settings, ``fluvial bench`` runs the
-benchmarks. :func:`main` is the console script (``fluvial``) and ``python -m fluvial``.
+``fluvial config ...`` and ``fluvial profile ...`` manage settings, ``fluvial limit ...``
+manages concurrency limits, ``fluvial bench`` runs the benchmarks. :func:`main` is the console script (``fluvial``) and ``python -m fluvial``.
 
 Adding a command group (say ``fluvial limit ...``) is one module and one line:
 
@@ -36,7 +36,7 @@ from ._output import report_error, report_usage_error
 
 #: The command-group modules of this package, in the order ``--help`` lists them; each has a
 #: ``register(root: typer.Typer) -> None`` function.
-GROUPS: tuple[str, ...] = ("run", "runs", "cache", "config", "profiles", "bench")
+GROUPS: tuple[str, ...] = ("run", "runs", "cache", "config", "profiles", "limits", "bench")
 
 
 def _version(value: bool) -> None:
