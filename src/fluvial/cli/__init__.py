@@ -3,9 +3,10 @@
 ``fluvial run`` runs a flow from a file or module, ``fluvial runs ...`` inspects, resumes and
 removes journaled runs, ``fluvial cache ...`` lists and clears persisted results,
 ``fluvial config ...`` and ``fluvial profile ...`` manage settings, ``fluvial limit ...``
-manages concurrency limits, ``fluvial bench`` runs the benchmarks. :func:`main` is the console script (``fluvial``) and ``python -m fluvial``.
+manages concurrency limits, ``fluvial bench`` runs the benchmarks. :func:`main` is the console
+script (``fluvial``) and ``python -m fluvial``.
 
-Adding a command group (say ``fluvial limit ...``) is one module and one line:
+Adding a command group is one module and one line (``cli/limits.py`` is an example):
 
 1. write ``cli/limits.py`` with ``app = group("limit", "Manage concurrency limits.")`` (from
    :mod:`._app`), its commands as ``@app.command("ls")`` functions returning an exit code, and
