@@ -322,7 +322,7 @@ def test_remote_options_apply_to_the_tasks_submitted_inside(runner: RayTaskRunne
     assert cpus_only.result(timeout=SAFETY)["resources"] == {"CPU": 2.0}
     context = default.result(timeout=SAFETY)
     assert context["resources"] == {"CPU": 1.0}
-    assert context["name"] == f"ray_context-{default.task_run_id.hex[:8]}"
+    assert context["name"] == "ray_context"  # the task's name (one remote function per task)
     assert context["namespace"] == "fluvial-tests"  # the session's Ray, not a new one
 
 

@@ -27,33 +27,32 @@ import hashlib
 import importlib
 import importlib.util
 import logging
-import queue
+import pickle
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 
-from ..annotations import BaseAnnotation, quote
 from ..engine.resolve import needs_resolution
 from ..engine.task_engine import new_task_run
 from ..exceptions import ConfigurationError, MissingExtraError, SerializationError
-from ..futures import Future, FutureList, wait
+from ..futures import Future, wait
 from ..states import Cancelled, Failed, State
+from ._ray_watch import Finisher
+from ._ray_worker import Upstream, import_ray, remote_function, swap
 from ._remote import (
     RemoteOutcome,
-    TaskPayload,
     capture_submission,
     crashed_outcome,
-    make_payload,
     pickling_error,
     replay_outcome,
-    run_payload,
 )
+from ._shipping import Packer
 from .base import TaskRunner
 from .thread import _when_all_done
 
@@ -99,20 +98,6 @@ def remote_options(
         yield view
     finally:
         _remote_options.reset(token)
-
-
-def _import_ray() -> Any:
-    try:
-        return importlib.import_module("ray")
-    except ImportError as exc:
-        raise MissingExtraError("RayTaskRunner", "ray") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Upstream:
-    """Stands in the payload for the outcome of the Ray task argument at *index*."""
-
-    index: int
 
 
 class _Job:
@@ -181,8 +166,10 @@ class RayTaskRunner(TaskRunner):
         self._jobs: dict[Future[Any], _Job] = {}
         self._lock = threading.Lock()
         self._blobs: dict[int, tuple[Task[..., Any], bytes, bytes | list[Any]]] = {}
-        self._completed: queue.SimpleQueue[tuple[_Job, Any] | None] = queue.SimpleQueue()
-        self._finisher: threading.Thread | None = None
+        self._packer = Packer()
+        # Remote functions with .options() applied, by (options, task name): one per pair.
+        self._functions: dict[tuple[int, str], tuple[Mapping[str, object], Any]] = {}
+        self._finisher: Finisher | None = None
 
     def duplicate(self) -> Self:
         """Return an unstarted runner with the same address and ``init_kwargs``."""
@@ -197,15 +184,12 @@ class RayTaskRunner(TaskRunner):
         """
         super().__enter__()
         try:
-            self._ray = _import_ray()
+            self._ray = import_ray()
             self._owns_ray = self._connect(self._ray)
         except BaseException:
             self._started = False
             raise
-        self._finisher = threading.Thread(
-            target=self._finish_loop, name="fluvial-ray-finisher", daemon=True
-        )
-        self._finisher.start()
+        self._finisher = Finisher(self._complete)
         return self
 
     def _connect(self, ray: Any) -> bool:
@@ -251,10 +235,11 @@ class RayTaskRunner(TaskRunner):
 
     def _stop(self) -> None:
         if self._finisher is not None:
-            self._completed.put(None)
-            self._finisher.join()
+            self._finisher.stop()
             self._finisher = None
         self._blobs.clear()
+        self._functions.clear()
+        self._packer.clear()
         if self._owns_ray:
             self._owns_ray = False
             self._ray.shutdown()
@@ -281,7 +266,7 @@ class RayTaskRunner(TaskRunner):
         future: Future[Any] = Future(run)
         job = _Job(task, run, parameters, wait_for, future)
         if job.options:
-            _ray_function(job.options, "check")  # bad options fail here, in the caller
+            self._function(job)  # bad options fail here, in the caller
         self._jobs[future] = job
         self._dispatch(job)
         return future
@@ -317,11 +302,10 @@ class RayTaskRunner(TaskRunner):
         link = _Linker(self._jobs)
         if needs_resolution(parameters, wait_for):
             with self._lock:
-                parameters = {name: _swap(value, link) for name, value in parameters.items()}
-                wait_for = [_swap(item, link) for item in wait_for]
+                parameters = {name: swap(value, link) for name, value in parameters.items()}
+                wait_for = [swap(item, link) for item in wait_for]
             if link.blocked:
                 return link.blocked
-        import cloudpickle
 
         try:
             digest, task_arg = self._task_arg(job.task)
@@ -330,28 +314,45 @@ class RayTaskRunner(TaskRunner):
                 f"task {job.task.name!r} cannot be pickled to send it to a Ray worker: {exc}"
             )
             return Failed(data=error, message=str(error))
-        payload = make_payload(job.task, job.run, parameters, job.submission)
-        payload.task = None  # type: ignore[assignment]  # sent separately: see _task_arg
         try:
-            blob = cloudpickle.dumps((payload, wait_for))
+            context = self._packer.context(job.submission)
+            blob = self._packer.message(job.run, job.task, parameters, wait_for, job.submission)
         except Exception as exc:
             failure = pickling_error(job.task, parameters, exc, "a Ray worker")
             return Failed(data=failure, message=str(failure))
         job.sources = link.sources
-        return _Call(digest, task_arg, blob, link.refs)
+        inline, box = (task_arg, None) if isinstance(task_arg, bytes) else (None, task_arg)
+        # One bytes argument: Ray's cost per task grows with the number of arguments.
+        header = pickle.dumps((digest, inline, context, blob), protocol=5)
+        return _Call(header, box, link.refs)
 
     def _launch(self, job: _Job, call: _Call) -> None:
-        name = f"{job.task.name}-{job.run.id.hex[:8]}"
         try:
-            function = _ray_function(job.options, name)
-            ref = function.remote(call.digest, call.task, call.blob, *call.upstream)
+            function = self._function(job)
+            ref = function.remote(call.header, call.task_box, *call.upstream)
         except Exception as exc:
             reason = f"Ray did not accept task run {job.run.name!r}: {exc}"
             self._finish(job, crashed_outcome(job.run, reason, exc))
             return
         with self._lock:
             job.ref = ref
-        ref.future().add_done_callback(lambda done: self._completed.put((job, done)))
+        assert self._finisher is not None
+        self._finisher.add(ref, job)
+
+    def _function(self, job: _Job) -> Any:
+        """Return the remote function for *job*'s options, named after its task; made once
+        per options and task name (``.options()`` costs tens of microseconds).
+
+        Raises:
+            ValueError: Ray refused the options.
+        """
+        name = str(job.task.name)
+        key = (id(job.options), name)
+        cached = self._functions.get(key)
+        if cached is None or cached[0] is not job.options:
+            cached = (job.options, remote_function(job.options, name))
+            self._functions[key] = cached
+        return cached[1]
 
     def _task_arg(self, task: Task[..., Any]) -> tuple[bytes, bytes | list[Any]]:
         """Return the digest of the task, pickled once per runner, and how to send it: the
@@ -368,26 +369,18 @@ class RayTaskRunner(TaskRunner):
             self._blobs[id(task)] = cached
         return cached[1], cached[2]
 
-    def _finish_loop(self) -> None:
-        """Turn finished Ray tasks into final states, one at a time, in completion order."""
-        while True:
-            item = self._completed.get()
-            if item is None:
-                return
-            job, done = item
-            try:
-                self._complete(job, done)
-            except BaseException as exc:  # never leave a future unfinished
-                reason = f"the Ray runner could not read the outcome of {job.run.name!r}: {exc}"
-                self._finish(job, crashed_outcome(job.run, reason, exc))
-            del item, job, done  # hold no reference to a finished outcome
-
-    def _complete(self, job: _Job, done: Any) -> None:
+    def _complete(self, job: _Job, value: object) -> None:
+        """Finish *job* from its Ray task's return value, or the exception reading it."""
         try:
-            blob: bytes = done.result()
-        except Exception as exc:
-            self._failed_in_ray(job, exc)
-            return
+            if isinstance(value, Exception):
+                self._failed_in_ray(job, value)
+            else:
+                self._finish(job, self._outcome_state(job, value))
+        except BaseException as exc:  # never leave a future unfinished
+            reason = f"the Ray runner could not read the outcome of {job.run.name!r}: {exc}"
+            self._finish(job, crashed_outcome(job.run, reason, exc))
+
+    def _outcome_state(self, job: _Job, blob: object) -> State[Any]:
         import cloudpickle
 
         try:
@@ -397,11 +390,10 @@ class RayTaskRunner(TaskRunner):
                 f"the outcome of task run {job.run.name!r} cannot be unpickled in the flow "
                 f"process: {exc}"
             )
-            self._finish(job, Failed(data=error, message=str(error)))
-            return
+            return Failed(data=error, message=str(error))
         if not outcome.run_name:
             outcome.run_name = job.run.name
-        self._finish(job, replay_outcome(job.run, outcome))
+        return replay_outcome(job.run, outcome)
 
     def _failed_in_ray(self, job: _Job, exc: Exception) -> None:
         """The Ray task failed: its worker died, or Ray could not compute one of its inputs."""
@@ -441,16 +433,15 @@ class RayTaskRunner(TaskRunner):
 
 @dataclass(slots=True)
 class _Call:
-    """The arguments of one Ray task (see :func:`_run_on_worker`)."""
+    """The arguments of one Ray task (see :func:`~fluvial.runners._ray_worker.run_on_worker`)."""
 
-    digest: bytes
-    task: bytes | list[Any]  # the pickled task, or its ObjectRef in a list (see _task_arg)
-    blob: bytes
+    header: bytes  # task digest, the pickled task when small, flow context, the run's message
+    task_box: list[Any] | None  # a large task's ObjectRef in a list (see _task_arg)
     upstream: list[Any]  # the upstream runs' ObjectRefs, resolved by Ray before the call
 
 
 class _Linker:
-    """Replaces the futures of a run's arguments: by ``_Upstream`` placeholders for the runs
+    """Replaces the futures of a run's arguments: by ``Upstream`` placeholders for the runs
     still in Ray (their refs become Ray task arguments), by final states for finished runs."""
 
     def __init__(self, jobs: dict[Future[Any], _Job]) -> None:
@@ -458,7 +449,7 @@ class _Linker:
         self.refs: list[Any] = []
         self.sources: list[_Job] = []
         self.blocked: list[Future[Any]] = []
-        self._index: dict[Future[Any], _Upstream] = {}
+        self._index: dict[Future[Any], Upstream] = {}
 
     def __call__(self, future: Future[Any]) -> object:
         placeholder = self._index.get(future)
@@ -466,7 +457,7 @@ class _Linker:
             return placeholder
         source = self.jobs.get(future)
         if source is not None and source.ref is not None and not source.failed_in_ray:
-            placeholder = self._index[future] = _Upstream(len(self.refs))
+            placeholder = self._index[future] = Upstream(len(self.refs))
             self.refs.append(source.ref)
             self.sources.append(source)
             return placeholder
@@ -474,29 +465,6 @@ class _Linker:
             return future.state
         self.blocked.append(future)  # a run not in Ray (yet): wait for it in this process
         return future
-
-
-def _swap(value: Any, leaf: Callable[[Any], object]) -> Any:
-    """Rebuild *value* with futures and placeholders replaced by ``leaf(...)``, the way the
-    engine's resolver walks arguments (quoted values are left alone)."""
-    kind = type(value)
-    if kind in _ATOMIC:
-        return value
-    if isinstance(value, Future | _Upstream):
-        return leaf(value)
-    if isinstance(value, quote):
-        return value
-    if isinstance(value, BaseAnnotation):
-        inner = value.unwrap()
-        swapped = _swap(inner, leaf)
-        return value if swapped is inner else value.rewrap(swapped)
-    if kind is dict:
-        return {key: _swap(item, leaf) for key, item in value.items()}
-    if kind is FutureList:
-        return [_swap(item, leaf) for item in value]
-    if kind in _SEQUENCES:
-        return kind(_swap(item, leaf) for item in value)
-    return value
 
 
 def _check_reachable(address: str) -> None:
@@ -535,95 +503,3 @@ def _ray_failure_state(run: TaskRun, exc: Exception, ray: Any) -> State[Any]:
     detail = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
     reason = f"the Ray worker running task run {run.name!r} {what} ({detail})"
     return crashed_outcome(run, reason, exc)
-
-
-# ---- the Ray side -----------------------------------------------------------------------------
-
-_RAY_FUNCTION: Any = None
-# Tasks already unpickled in this worker process, by digest (a few; cleared when full).
-_worker_tasks: dict[bytes, Any] = {}
-
-
-def _ray_function(options: Mapping[str, object], name: str) -> Any:
-    """Return the Ray remote function with these options (Ray's retries off by default)."""
-    global _RAY_FUNCTION
-    if _RAY_FUNCTION is None:
-        _RAY_FUNCTION = _import_ray().remote(_run_on_worker)
-    return _RAY_FUNCTION.options(**{"max_retries": 0, **options, "name": name})
-
-
-def _run_on_worker(
-    digest: bytes, task_arg: bytes | list[Any], blob: bytes, *upstream: bytes
-) -> bytes:
-    """The Ray task: run one task run's engine on this worker; return its pickled outcome.
-
-    *upstream* are the pickled outcomes of the upstream runs, resolved by Ray before the call.
-    """
-    try:
-        payload, wait_for = _load(digest, task_arg, blob, upstream)
-    except Exception as exc:
-        error = SerializationError(
-            f"the task run could not be unpickled on the Ray worker: {type(exc).__name__}: "
-            f"{exc}. Workers must be able to import the task's module (install it on the "
-            "cluster or ship it with a runtime_env), or register it with "
-            "cloudpickle.register_pickle_by_value(module)."
-        )
-        return _dump(RemoteOutcome(Failed(data=error, message=str(error)), 0, ""))
-    return _dump(_execute(payload, wait_for))
-
-
-def _load(
-    digest: bytes, task_arg: bytes | list[Any], blob: bytes, upstream: tuple[bytes, ...]
-) -> tuple[TaskPayload, list[Any]]:
-    import cloudpickle
-
-    task = _worker_tasks.get(digest)
-    if task is None:
-        data = task_arg if isinstance(task_arg, bytes) else _import_ray().get(task_arg[0])
-        task = cloudpickle.loads(data)
-        if len(_worker_tasks) >= 128:
-            _worker_tasks.clear()
-        _worker_tasks[digest] = task
-    payload: TaskPayload
-    wait_for: list[Any]
-    payload, wait_for = cloudpickle.loads(blob)
-    payload.task = task
-    if upstream:
-        states = [cloudpickle.loads(item).state for item in upstream]
-
-        def fill(placeholder: _Upstream) -> object:
-            return states[placeholder.index]
-
-        payload.parameters = {k: _swap(v, fill) for k, v in payload.parameters.items()}
-        wait_for = [_swap(item, fill) for item in wait_for]
-    return payload, wait_for
-
-
-def _execute(payload: TaskPayload, wait_for: list[Any]) -> RemoteOutcome:
-    from ..engine.lifecycle import crash_state
-    from ..engine.resolve import resolve_parameters
-    from ..exceptions import UpstreamTaskError
-    from ..states import NotReady, StateDetails
-
-    details = StateDetails(task_run_id=payload.task_run_id)
-    if wait_for:
-        try:
-            resolve_parameters({}, wait_for)
-        except UpstreamTaskError as exc:
-            return RemoteOutcome(NotReady(message=str(exc), state_details=details), 0, "")
-    try:
-        return run_payload(payload)
-    except BaseException as exc:  # SystemExit from a task: report it, keep the worker
-        return RemoteOutcome(crash_state(exc, details), 1, "")
-
-
-def _dump(outcome: RemoteOutcome) -> bytes:
-    import cloudpickle
-
-    try:
-        data: bytes = cloudpickle.dumps(outcome)
-    except Exception as exc:  # the state passed _portable, but the logs may not
-        outcome.logs = []
-        outcome.state = Failed(data=SerializationError(str(exc)), message=str(exc))
-        data = cloudpickle.dumps(outcome)
-    return data

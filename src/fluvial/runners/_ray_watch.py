@@ -1,0 +1,60 @@
+"""The Ray runner's finisher: one thread that turns finished Ray tasks into final states.
+
+Each run's ``ObjectRef`` gets a completion callback from Ray (``ObjectRef._on_completed``,
+what ``ref.future()`` is built on, without the ``concurrent.futures.Future`` and its
+callback machinery around it; ``ref.future()`` where a Ray lacks it). The callback, on a Ray
+thread, only queues the value; the finisher thread takes what is queued in batches and calls
+``complete(job, value)``, so logs replay and futures finish outside Ray's threads.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Finisher",)
+
+import queue
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+
+class Finisher:
+    """Calls ``complete(job, value)`` for each finished Ray task, where value is the task's
+    return value, or the exception Ray gives for it (the worker died, it was cancelled…)."""
+
+    def __init__(self, complete: Callable[[Any, object], None]) -> None:
+        self._complete = complete
+        self._done: queue.SimpleQueue[tuple[Any, object] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="fluvial-ray-finisher", daemon=True)
+        self._thread.start()
+
+    def add(self, ref: Any, job: Any) -> None:
+        """Watch *ref*, the Ray task of *job* (safe from any thread)."""
+        on_completed = getattr(ref, "_on_completed", None)
+        if on_completed is not None:
+            on_completed(partial(self._queue, job))
+        else:
+            ref.future().add_done_callback(partial(self._queue_future, job))
+
+    def stop(self) -> None:
+        """Stop (the runs still out were ended by the runner) and join the thread."""
+        self._done.put(None)
+        self._thread.join()
+
+    def _queue(self, job: Any, value: object) -> None:
+        self._done.put((job, value))
+
+    def _queue_future(self, job: Any, future: Any) -> None:
+        try:
+            value = future.result()
+        except Exception as exc:
+            value = exc
+        self._done.put((job, value))
+
+    def _run(self) -> None:
+        while True:
+            item = self._done.get()
+            if item is None:
+                return
+            self._complete(*item)
+            del item  # hold no finished outcome

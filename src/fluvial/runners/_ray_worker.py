@@ -1,0 +1,160 @@
+"""What runs on a Ray worker for the Ray runner: one task run's engine per Ray task.
+
+The flow process calls :func:`remote_function` ``.remote(...)`` with the pickled task (inline,
+or boxed as an ``ObjectRef`` when large), the pickled flow context, the run's own message and
+the ``ObjectRef``s of its upstream runs. Ray resolves those to the upstreams' pickled outcomes
+before the call; the payload refers to them by :class:`Upstream` index. The outcome goes back
+pickled with fluvial's cloudpickle, so tasks and values pickle as on the process runner.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Upstream", "import_ray", "remote_function", "swap")
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..annotations import BaseAnnotation, quote
+from ..exceptions import MissingExtraError, SerializationError
+from ..futures import Future, FutureList
+from ..states import Failed
+from ._remote import RemoteOutcome, run_payload
+from ._shipping import unpack
+
+if TYPE_CHECKING:
+    from ._remote import TaskPayload
+
+_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
+_SEQUENCES = (list, tuple, set, frozenset)
+_RAY_FUNCTION: Any = None
+
+
+def import_ray() -> Any:
+    """Import Ray, or say which extra to install."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as exc:
+        raise MissingExtraError("RayTaskRunner", "ray") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Stands in the payload for the outcome of the Ray task argument at *index*."""
+
+    index: int
+
+
+def swap(value: Any, leaf: Callable[[Any], object]) -> Any:
+    """Rebuild *value* with futures and placeholders replaced by ``leaf(...)``, the way the
+    engine's resolver walks arguments (quoted values are left alone)."""
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if isinstance(value, Future | Upstream):
+        return leaf(value)
+    if isinstance(value, quote):
+        return value
+    if isinstance(value, BaseAnnotation):
+        inner = value.unwrap()
+        swapped = swap(inner, leaf)
+        return value if swapped is inner else value.rewrap(swapped)
+    if kind is dict:
+        return {key: swap(item, leaf) for key, item in value.items()}
+    if kind is FutureList:
+        return [swap(item, leaf) for item in value]
+    if kind in _SEQUENCES:
+        return kind(swap(item, leaf) for item in value)
+    return value
+
+
+def remote_function(options: Mapping[str, object], name: str) -> Any:
+    """Return the Ray remote function with these options (Ray's retries off by default).
+
+    Raises:
+        ValueError: Ray refused the options.
+    """
+    global _RAY_FUNCTION
+    if _RAY_FUNCTION is None:
+        _RAY_FUNCTION = import_ray().remote(run_on_worker)
+    return _RAY_FUNCTION.options(**{"max_retries": 0, **options, "name": name})
+
+
+def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -> bytes:
+    """The Ray task: run one task run's engine on this worker; return its pickled outcome.
+
+    *header* holds the task's digest, the pickled task when small (else *task_box* holds its
+    ``ObjectRef``, fetched only by a worker that has not seen the task), the pickled flow
+    context and the run's own message. *upstream* are the pickled outcomes of the upstream
+    runs, resolved by Ray before the call.
+    """
+    try:
+        payload, wait_for = _load(header, task_box, upstream)
+    except Exception as exc:
+        error = SerializationError(
+            f"the task run could not be unpickled on the Ray worker: {type(exc).__name__}: "
+            f"{exc}. Workers must be able to import the task's module (install it on the "
+            "cluster or ship it with a runtime_env), or register it with "
+            "cloudpickle.register_pickle_by_value(module)."
+        )
+        return _dump(RemoteOutcome(Failed(data=error, message=str(error)), 0, ""))
+    return _dump(_execute(payload, wait_for))
+
+
+def _load(
+    header: bytes, task_box: list[Any] | None, upstream: tuple[bytes, ...]
+) -> tuple[TaskPayload, list[Any]]:
+    import pickle
+
+    import cloudpickle
+
+    digest, inline, context, message = pickle.loads(header)  # bytes only: plain pickle
+
+    def task_bytes() -> bytes:
+        if inline is not None:
+            return bytes(inline)
+        assert task_box is not None
+        data: bytes = import_ray().get(task_box[0])
+        return data
+
+    payload, wait_for = unpack((digest, task_bytes), context, message)
+    if upstream:
+        states = [cloudpickle.loads(item).state for item in upstream]
+
+        def fill(placeholder: Upstream) -> object:
+            return states[placeholder.index]
+
+        payload.parameters = {k: swap(v, fill) for k, v in payload.parameters.items()}
+        wait_for = [swap(item, fill) for item in wait_for]
+    return payload, wait_for
+
+
+def _execute(payload: TaskPayload, wait_for: list[Any]) -> RemoteOutcome:
+    from ..engine.lifecycle import crash_state
+    from ..engine.resolve import resolve_parameters
+    from ..exceptions import UpstreamTaskError
+    from ..states import NotReady, StateDetails
+
+    details = StateDetails(task_run_id=payload.task_run_id)
+    if wait_for:
+        try:
+            resolve_parameters({}, wait_for)
+        except UpstreamTaskError as exc:
+            return RemoteOutcome(NotReady(message=str(exc), state_details=details), 0, "")
+    try:
+        return run_payload(payload)
+    except BaseException as exc:  # SystemExit from a task: report it, keep the worker
+        return RemoteOutcome(crash_state(exc, details), 1, "")
+
+
+def _dump(outcome: RemoteOutcome) -> bytes:
+    import cloudpickle
+
+    try:
+        data: bytes = cloudpickle.dumps(outcome)
+    except Exception as exc:  # the state passed _portable, but the logs may not
+        outcome.logs = []
+        outcome.state = Failed(data=SerializationError(str(exc)), message=str(exc))
+        data = cloudpickle.dumps(outcome)
+    return data
