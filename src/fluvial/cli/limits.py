@@ -135,10 +135,10 @@ def _ls(profile: ProfileOption = None, as_json: JsonOption = False) -> int:
     if as_json:
         _dump_json([_as_json(limit, where) for limit in limits])
         return 0
-    if not limits:
+    if limits:
+        console().print(_table(limits, where))
+    else:
         out(f"No concurrency limits in profile {where!r}.")
-        return 0
-    console().print(_table(limits, where))
     _warn_overridden()
     return 0
 
