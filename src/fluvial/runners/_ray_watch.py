@@ -9,13 +9,23 @@ thread, only queues the value; the finisher thread takes what is queued in batch
 
 from __future__ import annotations
 
-__all__ = ("Finisher",)
+__all__ = ("Finisher", "failure_state", "outcome_state")
 
 import queue
+import re
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import SerializationError
+from ..states import Cancelled, Failed, State
+from ._remote import RemoteOutcome, crashed_outcome, replay_outcome
+
+if TYPE_CHECKING:
+    from .._runs import TaskRun
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours some error messages
 
 
 class Finisher:
@@ -58,3 +68,38 @@ class Finisher:
                 return
             self._complete(*item)
             del item  # hold no finished outcome
+
+
+def outcome_state(run: TaskRun, blob: object) -> State[Any]:
+    """Return the final state in a Ray task's pickled outcome; replay its logs."""
+    import cloudpickle
+
+    try:
+        outcome: RemoteOutcome = cloudpickle.loads(blob)
+    except Exception as exc:
+        error = SerializationError(
+            f"the outcome of task run {run.name!r} cannot be unpickled in the flow process: {exc}"
+        )
+        return Failed(data=error, message=str(error))
+    if not outcome.run_name:
+        outcome.run_name = run.name
+    return replay_outcome(run, outcome)
+
+
+def failure_state(run: TaskRun, exc: Exception, ray: Any) -> State[Any]:
+    """Return the state of a run whose Ray task failed with *exc* (not a task error)."""
+    errors = ray.exceptions
+    if isinstance(exc, errors.TaskCancelledError):
+        return Cancelled(message=f"Ray cancelled task run {run.name!r}.", data=exc)
+    if isinstance(exc, errors.OutOfMemoryError):
+        what = "was killed by Ray's memory monitor (the node ran out of memory)"
+    elif isinstance(exc, errors.WorkerCrashedError | errors.RayActorError):
+        what = "died before the run finished"
+    elif isinstance(exc, errors.ObjectLostError):
+        what = "finished, but Ray lost the run's outcome (ObjectLostError)"
+    else:
+        what = "failed in Ray"
+    lines = [line for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    detail = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    reason = f"the Ray worker running task run {run.name!r} {what} ({detail})"
+    return crashed_outcome(run, reason, exc)

@@ -24,116 +24,36 @@ from __future__ import annotations
 __all__ = ("RayTaskRunner", "remote_options")
 
 import hashlib
-import importlib
 import importlib.util
 import logging
 import pickle
-import re
-import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 from ..engine.resolve import needs_resolution
 from ..engine.task_engine import new_task_run
-from ..exceptions import ConfigurationError, MissingExtraError, SerializationError
+from ..exceptions import MissingExtraError, SerializationError
 from ..futures import Future, wait
 from ..states import Cancelled, Failed, State
-from ._ray_watch import Finisher
-from ._ray_worker import Upstream, import_ray, remote_function, swap
+from ._ray_jobs import Call, Job, Linker, remote_options
+from ._ray_setup import connect
+from ._ray_watch import Finisher, failure_state, outcome_state
+from ._ray_worker import import_ray, remote_function, swap
 from ._remote import (
-    RemoteOutcome,
-    capture_submission,
     crashed_outcome,
     pickling_error,
-    replay_outcome,
 )
 from ._shipping import Packer
 from .base import TaskRunner
 from .thread import _when_all_done
 
 if TYPE_CHECKING:
-    from .._runs import TaskRun
     from ..tasks import Task
-    from ._remote import Submission
 
 _logger = logging.getLogger("fluvial.runners.ray")
-_NO_OPTIONS: Mapping[str, object] = MappingProxyType({})
-_remote_options: ContextVar[Mapping[str, object]] = ContextVar(
-    "fluvial_ray_remote_options", default=_NO_OPTIONS
-)
-_ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
-_SEQUENCES = (list, tuple, set, frozenset)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours some error messages
 # Pickled tasks up to this size travel with each call; larger ones once to Ray's object store.
 _INLINE_TASK_BYTES = 64 * 1024
-# How long to try reaching a cluster's address before saying it is unreachable.
-_CONNECT_TIMEOUT = 5.0
-
-
-@contextmanager
-def remote_options(
-    num_cpus: float | None = None,
-    num_gpus: float | None = None,
-    memory: float | None = None,
-    **other: object,
-) -> Iterator[Mapping[str, object]]:
-    """Give the tasks submitted inside this block these Ray options (``ray.remote(**options)``).
-
-    Nested blocks merge, the inner one winning per option. The options are taken when a task
-    is submitted, e.g. ``with remote_options(num_cpus=4, num_gpus=1): heavy.submit(x)``. Any
-    option of Ray's ``.options()`` may be given (``resources``, ``runtime_env``,
-    ``scheduling_strategy``, ``max_retries``…); yields the merged options.
-    """
-    given = {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": memory}
-    merged = {**_remote_options.get(), **{k: v for k, v in given.items() if v is not None}}
-    merged.update(other)
-    view = MappingProxyType(merged)
-    token = _remote_options.set(view)
-    try:
-        yield view
-    finally:
-        _remote_options.reset(token)
-
-
-class _Job:
-    """One submitted run: waiting for a foreign upstream, or running as a Ray task."""
-
-    __slots__ = (
-        "failed_in_ray",
-        "future",
-        "options",
-        "parameters",
-        "ref",
-        "run",
-        "sources",
-        "submission",
-        "task",
-        "wait_for",
-    )
-
-    def __init__(
-        self,
-        task: Task[..., Any],
-        run: TaskRun,
-        parameters: dict[str, Any],
-        wait_for: Iterable[Any] | None,
-        future: Future[Any],
-    ) -> None:
-        self.task = task
-        self.run = run
-        self.parameters = parameters
-        self.wait_for = list(wait_for) if wait_for else []
-        self.future = future
-        self.submission: Submission = capture_submission()  # in the submitting thread
-        self.options = _remote_options.get()
-        self.ref: Any = None  # the Ray ObjectRef of the outcome, while the run is in Ray
-        self.sources: list[_Job] = []  # the runs whose ObjectRefs this run's Ray task takes
-        self.failed_in_ray = False  # the Ray task itself failed (the worker died…)
 
 
 class RayTaskRunner(TaskRunner):
@@ -163,7 +83,7 @@ class RayTaskRunner(TaskRunner):
         self.init_kwargs: dict[str, object] = dict(init_kwargs or {})
         self._ray: Any = None
         self._owns_ray = False
-        self._jobs: dict[Future[Any], _Job] = {}
+        self._jobs: dict[Future[Any], Job] = {}
         self._lock = threading.Lock()
         self._blobs: dict[int, tuple[Task[..., Any], bytes, bytes | list[Any]]] = {}
         self._packer = Packer()
@@ -185,31 +105,12 @@ class RayTaskRunner(TaskRunner):
         super().__enter__()
         try:
             self._ray = import_ray()
-            self._owns_ray = self._connect(self._ray)
+            self._owns_ray = connect(self._ray, self.address, self.init_kwargs)
         except BaseException:
             self._started = False
             raise
         self._finisher = Finisher(self._complete)
         return self
-
-    def _connect(self, ray: Any) -> bool:
-        """Make sure Ray is initialized; return whether this runner started it."""
-        if ray.is_initialized():
-            return False
-        kwargs: dict[str, object] = {"namespace": "fluvial", **self.init_kwargs}
-        address = kwargs.pop("address", None) if self.address is None else self.address
-        if address is None:
-            kwargs.setdefault("include_dashboard", False)
-        elif isinstance(address, str) and address != "auto":
-            _check_reachable(address)
-        where = "a local Ray" if address is None else f"the Ray cluster at {address!r}"
-        try:
-            ray.init(address, **kwargs)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"RayTaskRunner could not start or connect to {where}: {exc}"
-            ) from exc
-        return True
 
     def __exit__(self, exc_type: object = None, *rest: object) -> None:
         """Wait for the submitted runs (after an error: end them as Crashed); release them,
@@ -264,7 +165,7 @@ class RayTaskRunner(TaskRunner):
             )
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
-        job = _Job(task, run, parameters, wait_for, future)
+        job = Job(task, run, parameters, wait_for, future)
         if job.options:
             self._function(job)  # bad options fail here, in the caller
         self._jobs[future] = job
@@ -275,7 +176,7 @@ class RayTaskRunner(TaskRunner):
         """Return the futures of runs that have not finished."""
         return list(self._jobs)
 
-    def _dispatch(self, job: _Job) -> None:
+    def _dispatch(self, job: Job) -> None:
         """Start *job*'s Ray task, or first wait for upstream runs that are not Ray tasks."""
         if job.future.done():
             return
@@ -296,10 +197,10 @@ class RayTaskRunner(TaskRunner):
         else:
             self._launch(job, call)
 
-    def _prepare(self, job: _Job) -> _Call | State[Any] | list[Future[Any]]:
+    def _prepare(self, job: Job) -> Call | State[Any] | list[Future[Any]]:
         """Build the Ray task's arguments; or the futures to wait for; or a final state."""
         parameters, wait_for = job.parameters, job.wait_for
-        link = _Linker(self._jobs)
+        link = Linker(self._jobs)
         if needs_resolution(parameters, wait_for):
             with self._lock:
                 parameters = {name: swap(value, link) for name, value in parameters.items()}
@@ -324,9 +225,9 @@ class RayTaskRunner(TaskRunner):
         inline, box = (task_arg, None) if isinstance(task_arg, bytes) else (None, task_arg)
         # One bytes argument: Ray's cost per task grows with the number of arguments.
         header = pickle.dumps((digest, inline, context, blob), protocol=5)
-        return _Call(header, box, link.refs)
+        return Call(header, box, link.refs)
 
-    def _launch(self, job: _Job, call: _Call) -> None:
+    def _launch(self, job: Job, call: Call) -> None:
         try:
             function = self._function(job)
             ref = function.remote(call.header, call.task_box, *call.upstream)
@@ -339,7 +240,7 @@ class RayTaskRunner(TaskRunner):
         assert self._finisher is not None
         self._finisher.add(ref, job)
 
-    def _function(self, job: _Job) -> Any:
+    def _function(self, job: Job) -> Any:
         """Return the remote function for *job*'s options, named after its task; made once
         per options and task name (``.options()`` costs tens of microseconds).
 
@@ -369,33 +270,18 @@ class RayTaskRunner(TaskRunner):
             self._blobs[id(task)] = cached
         return cached[1], cached[2]
 
-    def _complete(self, job: _Job, value: object) -> None:
+    def _complete(self, job: Job, value: object) -> None:
         """Finish *job* from its Ray task's return value, or the exception reading it."""
         try:
             if isinstance(value, Exception):
                 self._failed_in_ray(job, value)
             else:
-                self._finish(job, self._outcome_state(job, value))
+                self._finish(job, outcome_state(job.run, value))
         except BaseException as exc:  # never leave a future unfinished
             reason = f"the Ray runner could not read the outcome of {job.run.name!r}: {exc}"
             self._finish(job, crashed_outcome(job.run, reason, exc))
 
-    def _outcome_state(self, job: _Job, blob: object) -> State[Any]:
-        import cloudpickle
-
-        try:
-            outcome: RemoteOutcome = cloudpickle.loads(blob)
-        except Exception as exc:
-            error = SerializationError(
-                f"the outcome of task run {job.run.name!r} cannot be unpickled in the flow "
-                f"process: {exc}"
-            )
-            return Failed(data=error, message=str(error))
-        if not outcome.run_name:
-            outcome.run_name = job.run.name
-        return replay_outcome(job.run, outcome)
-
-    def _failed_in_ray(self, job: _Job, exc: Exception) -> None:
+    def _failed_in_ray(self, job: Job, exc: Exception) -> None:
         """The Ray task failed: its worker died, or Ray could not compute one of its inputs."""
         unfinished = [source.future for source in job.sources if not source.future.done()]
         if unfinished:
@@ -410,9 +296,9 @@ class RayTaskRunner(TaskRunner):
             self._dispatch(job)
             return
         job.failed_in_ray = True
-        self._finish(job, _ray_failure_state(job.run, exc, self._ray))
+        self._finish(job, failure_state(job.run, exc, self._ray))
 
-    def _finish(self, job: _Job, state: State[Any]) -> None:
+    def _finish(self, job: Job, state: State[Any]) -> None:
         with self._lock:
             if self._jobs.pop(job.future, None) is None:
                 return  # already finished
@@ -429,77 +315,3 @@ class RayTaskRunner(TaskRunner):
 
     def __repr__(self) -> str:
         return f"RayTaskRunner(address={self.address!r})"
-
-
-@dataclass(slots=True)
-class _Call:
-    """The arguments of one Ray task (see :func:`~fluvial.runners._ray_worker.run_on_worker`)."""
-
-    header: bytes  # task digest, the pickled task when small, flow context, the run's message
-    task_box: list[Any] | None  # a large task's ObjectRef in a list (see _task_arg)
-    upstream: list[Any]  # the upstream runs' ObjectRefs, resolved by Ray before the call
-
-
-class _Linker:
-    """Replaces the futures of a run's arguments: by ``Upstream`` placeholders for the runs
-    still in Ray (their refs become Ray task arguments), by final states for finished runs."""
-
-    def __init__(self, jobs: dict[Future[Any], _Job]) -> None:
-        self.jobs = jobs
-        self.refs: list[Any] = []
-        self.sources: list[_Job] = []
-        self.blocked: list[Future[Any]] = []
-        self._index: dict[Future[Any], Upstream] = {}
-
-    def __call__(self, future: Future[Any]) -> object:
-        placeholder = self._index.get(future)
-        if placeholder is not None:
-            return placeholder
-        source = self.jobs.get(future)
-        if source is not None and source.ref is not None and not source.failed_in_ray:
-            placeholder = self._index[future] = Upstream(len(self.refs))
-            self.refs.append(source.ref)
-            self.sources.append(source)
-            return placeholder
-        if future.done():
-            return future.state
-        self.blocked.append(future)  # a run not in Ray (yet): wait for it in this process
-        return future
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast, naming *address*, when nothing listens there (ray.init would retry for
-    minutes)."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return  # not host:port: let Ray interpret it
-    try:
-        with socket.create_connection(
-            (host.strip("[]") or "127.0.0.1", int(port)), _CONNECT_TIMEOUT
-        ):
-            pass
-    except OSError as exc:
-        raise ConfigurationError(
-            f"RayTaskRunner cannot reach the Ray cluster at {address!r}: {exc}. Check the "
-            "address (the head node's host:port, by default port 6379, or ray://host:10001 "
-            "for Ray Client) and that the cluster is running."
-        ) from None
-
-
-def _ray_failure_state(run: TaskRun, exc: Exception, ray: Any) -> State[Any]:
-    """Return the state of a run whose Ray task failed with *exc* (not a task error)."""
-    errors = ray.exceptions
-    if isinstance(exc, errors.TaskCancelledError):
-        return Cancelled(message=f"Ray cancelled task run {run.name!r}.", data=exc)
-    if isinstance(exc, errors.OutOfMemoryError):
-        what = "was killed by Ray's memory monitor (the node ran out of memory)"
-    elif isinstance(exc, errors.WorkerCrashedError | errors.RayActorError):
-        what = "died before the run finished"
-    elif isinstance(exc, errors.ObjectLostError):
-        what = "finished, but Ray lost the run's outcome (ObjectLostError)"
-    else:
-        what = "failed in Ray"
-    lines = [line for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
-    detail = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
-    reason = f"the Ray worker running task run {run.name!r} {what} ({detail})"
-    return crashed_outcome(run, reason, exc)
