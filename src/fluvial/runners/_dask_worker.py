@@ -1,9 +1,10 @@
 """What runs on a Dask worker for the Dask runner: one task run's engine per Dask task.
 
 The flow process sends :func:`run_on_worker` with the run's name, the pickled task and flow
-context (with their digests, so each worker unpickles them once) and the run's own message. Upstream runs of the
-same runner travel as Dask futures among the Dask task's arguments; Dask resolves them to their
-:class:`RemoteOutcome` before the call, and the payload refers to them by :class:`Slot`.
+context (with their digests, so each worker unpickles them once) and the run's own message.
+Upstream runs of the same runner travel as Dask futures among the Dask task's arguments; Dask
+resolves them to their :class:`RemoteOutcome` before the call, and the payload refers to them
+by :class:`Slot`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Task runs on a Dask cluster: a ``LocalCluster`` started for the flow run, or a running one.
 
 Each submit is one ``client.submit`` of :func:`~fluvial.runners._dask_worker.run_on_worker`,
-which runs the whole task engine on a Dask worker (see :mod:`fluvial.runners._remote`). Futures in a task's arguments (also inside
-lists, tuples, sets and dicts) and in ``wait_for`` go to Dask as the upstream runs' own
-``distributed.Future`` objects, so the scheduler holds the task until they finish and moves their
-results worker-to-worker. On the worker each becomes the upstream's final ``State``, which the
-engine resolves: its value, or ``NotReady`` unless the argument is ``allow_failure(...)``.
+which runs the whole task engine on a Dask worker (see :mod:`fluvial.runners._remote`).
+Futures in a task's arguments (also inside lists, tuples, sets and dicts) and in ``wait_for``
+go to Dask as the upstream runs' own ``distributed.Future`` objects, so the scheduler holds
+the task until they finish and moves their results worker-to-worker. On the worker each
+becomes the upstream's final ``State``, which the engine resolves: its value, or ``NotReady``
+unless the argument is ``allow_failure(...)``.
 
 Submitting, watching and gathering happen on the Dask client's event loop, in batches (see
 :mod:`fluvial.runners._dask_loop`); one collector thread per runner replays the finished runs'
@@ -367,48 +368,6 @@ class DaskTaskRunner(TaskRunner):
         cluster = self.cluster_class or "distributed.LocalCluster"
         name = cluster if isinstance(cluster, str) else getattr(cluster, "__name__", cluster)
         return f"DaskTaskRunner(cluster_class={name!r})"
-
-
-def _check_arguments(
-    address: str | None,
-    cluster: object,
-    cluster_class: object,
-    cluster_kwargs: Mapping[str, object] | None,
-    adapt_kwargs: Mapping[str, object] | None,
-) -> None:
-    if address is not None and (cluster is not None or cluster_class or cluster_kwargs):
-        raise ConfigurationError(
-            "DaskTaskRunner: give either address= (a running scheduler), cluster= (a running "
-            "cluster object) or cluster_class/cluster_kwargs (a cluster to start), not two"
-        )
-    if address is not None and adapt_kwargs:
-        raise ConfigurationError(
-            "DaskTaskRunner: adapt_kwargs needs a cluster object (cluster= or cluster_class), "
-            "not an address"
-        )
-    if cluster is not None and (cluster_class or cluster_kwargs):
-        raise ConfigurationError(
-            "DaskTaskRunner: give either cluster= (a running cluster object) or "
-            "cluster_class/cluster_kwargs (a cluster to start), not both"
-        )
-    if cluster is not None and not hasattr(cluster, "scheduler_address"):
-        raise ConfigurationError(
-            f"DaskTaskRunner: cluster= takes a running distributed.deploy.Cluster object "
-            f"(e.g. distributed.LocalCluster()), not {type(cluster).__name__}; for a scheduler "
-            "address use address="
-        )
-
-
-def _write_report(report: Any, client: distributed.Client, where: str) -> None:
-    """Write the performance report; a failure is logged, not raised, so the flow run's
-    outcome is not lost to it."""
-    try:
-        with client.as_current():
-            report.__exit__(None, None, None)
-    except Exception as exc:
-        _logger.warning(
-            "DaskTaskRunner could not write the performance report to %r: %s", where, exc
-        )
 
 
 def _failed(dask_future: object) -> bool:
