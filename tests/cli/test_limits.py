@@ -200,3 +200,16 @@ def test_two_flow_processes_on_the_process_runner_share_the_limit(
         assert run.returncode == 0, out
     assert _max_overlap(marks) == (1, 6)
     assert "Freed 0 slot(s) of 'tag:db'" in shell("limit", "reset", "tag:db").out
+
+
+@pytest.mark.parametrize(
+    "command", ["ls", "inspect", "create", "update", "enable", "disable", "delete", "reset"]
+)
+def test_every_limit_command_has_help(cli: Callable[..., Result], command: str) -> None:
+    result = cli("limit", command, "--help")
+    assert result.code == 0, result
+    assert f"Usage: fluvial limit {command}" in result.out
+    listed = cli("limit")
+    assert listed.code == 0
+    assert f" {command} " in listed.out
+    assert " limit " in cli("--help").out
