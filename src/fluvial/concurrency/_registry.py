@@ -89,13 +89,28 @@ def parse_limits(text: str) -> dict[str, LimitSpec]:
         try:
             if not sep:
                 raise ValueError("expected name=slots")
-            specs[name] = make_spec(name, int(slots), float(decay or 0.0), active)
+            specs[name] = make_spec(name, _slots(slots), _decay(decay or "0"), active)
         except ValueError as exc:
             raise ValueError(
                 f"bad concurrency limit {entry!r}: {exc} "
                 "(write name=slots or name=slots@decay_per_second, e.g. 'api=60@1.0')"
             ) from None
     return specs
+
+
+def _slots(text: str) -> int:
+    # int("x") says "invalid literal for int() with base 10"; say what was expected instead.
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a whole number of slots") from None
+
+
+def _decay(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{text.strip()!r} is not a decay rate in slots per second") from None
 
 
 def format_limits(specs: dict[str, LimitSpec]) -> str:
