@@ -20,7 +20,7 @@ from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import FutureList
 from ..states import Failed, NotReady
 from ._remote import RemoteOutcome, run_payload
-from ._shipping import Blob, unpack
+from ._shipping import unpack
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
 _SEQUENCES = (list, tuple, set, frozenset)
@@ -60,15 +60,18 @@ def substitute(value: Any, leaf_type: type, leaf: Callable[[Any], Any]) -> Any:
     return value
 
 
-def run_on_worker(
-    run_name: str, task: Blob, context: Blob, message: bytes, *upstream: RemoteOutcome
-) -> RemoteOutcome:
+def run_on_worker(header: bytes, *upstream: RemoteOutcome) -> RemoteOutcome:
     """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to.
 
-    *task* and *context* are pickled once per runner (see :mod:`fluvial.runners._shipping`).
+    *header* holds, plainly pickled, the run's name, the task and flow context (each pickled
+    once per runner, see :mod:`fluvial.runners._shipping`) and the run's own message: one
+    bytes argument, which Dask passes along cheaper than several.
     """
+    import pickle
+
     import cloudpickle
 
+    run_name, task, context, message = pickle.loads(header)  # bytes and str only
     try:
         payload, wait_for = unpack((task[0], lambda: task[1]), context, message)
     except Exception as exc:

@@ -25,6 +25,7 @@ import functools
 import importlib.util
 import logging
 import os
+import pickle
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -249,7 +250,7 @@ class DaskTaskRunner(TaskRunner):
             self._finish(job, Failed(data=error, message=str(error)))
             return
         job.attempt += 1
-        job.call = (job.run.name, task_blob, context, message)
+        job.call = (pickle.dumps((job.run.name, task_blob, context, message), protocol=5),)
         job.upstream = upstream
         assert self._loop_side is not None
         self._loop_side.send(job)
