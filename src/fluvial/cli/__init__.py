@@ -27,6 +27,7 @@ from __future__ import annotations
 __all__ = ("GROUPS", "build_app", "main")
 
 import importlib
+import sys
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -83,6 +84,10 @@ def build_app() -> typer.Typer:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``fluvial`` command with *argv* (default: ``sys.argv[1:]``); return its exit code."""
     command = typer.main.get_command(build_app())
+    # `run` and `runs resume` put a flow file's directory first on sys.path. When main() is
+    # called inside a longer-lived process (embedding, tests), that entry would go on shadowing
+    # installed modules there and in every worker spawned later, so it ends with the command.
+    saved_path = list(sys.path)
     try:
         result = command.main(
             args=None if argv is None else list(argv), prog_name="fluvial", standalone_mode=False
@@ -93,4 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_error(KeyboardInterrupt("interrupted"))
     except (FluvialError, OSError) as exc:
         return report_error(exc)
+    finally:
+        sys.path[:] = saved_path
     return result if isinstance(result, int) else 0
