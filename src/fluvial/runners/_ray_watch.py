@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ("Finisher", "failure_state", "outcome_state")
 
+import logging
 import queue
 import re
 import threading
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SerializationError
 from ..states import Cancelled, Failed, State
-from ._remote import RemoteOutcome, crashed_outcome, replay_outcome
+from ._remote import crashed_outcome
 
 if TYPE_CHECKING:
     from .._runs import TaskRun
@@ -71,19 +72,26 @@ class Finisher:
 
 
 def outcome_state(run: TaskRun, blob: object) -> State[Any]:
-    """Return the final state in a Ray task's pickled outcome; replay its logs."""
-    import cloudpickle
+    """Return the final state in a Ray task's reply (see ``_ray_engine``); replay its logs."""
+    import pickle
+
+    from ._process_worker import state_from_fields
 
     try:
-        outcome: RemoteOutcome = cloudpickle.loads(blob)
+        fields, run_count, run_name, records, _ = pickle.loads(blob)  # type: ignore[arg-type]
+        state = state_from_fields(fields)
     except Exception as exc:
         error = SerializationError(
             f"the outcome of task run {run.name!r} cannot be unpickled in the flow process: {exc}"
         )
         return Failed(data=error, message=str(error))
-    if not outcome.run_name:
-        outcome.run_name = run.name
-    return replay_outcome(run, outcome)
+    run.run_count = run_count
+    if run_name is not None:
+        run.name = run_name
+    for record in records:  # re-emitted here, in order, as if logged in this process
+        emitted = logging.makeLogRecord(record)
+        logging.getLogger(emitted.name).handle(emitted)
+    return state
 
 
 def failure_state(run: TaskRun, exc: Exception, ray: Any) -> State[Any]:

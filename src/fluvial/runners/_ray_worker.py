@@ -4,14 +4,16 @@ The flow process calls :func:`remote_function` ``.remote(...)`` with the pickled
 or boxed as an ``ObjectRef`` when large), the pickled flow context, the run's own message and
 the ``ObjectRef``s of its upstream runs. Ray resolves those to the upstreams' pickled outcomes
 before the call; the payload refers to them by :class:`Upstream` index. The outcome goes back
-pickled with fluvial's cloudpickle, so tasks and values pickle as on the process runner.
+as the process runner's workers send theirs: the final state taken apart into plain values,
+pickled with the standard pickler where it can (cloudpickle where it must).
 """
 
 from __future__ import annotations
 
-__all__ = ("Upstream", "import_ray", "remote_function", "swap")
+__all__ = ("Upstream", "import_ray", "remote_function", "swap", "upstream_state")
 
 import importlib
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..annotations import BaseAnnotation, quote
 from ..exceptions import MissingExtraError, SerializationError
 from ..futures import Future, FutureList
-from ..states import Failed
-from ._remote import RemoteOutcome, run_payload
+from ..states import Failed, State
 from ._shipping import unpack
 
 if TYPE_CHECKING:
@@ -87,10 +88,13 @@ def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -
     *header* holds the task's digest, the pickled task when small (else *task_box* holds its
     ``ObjectRef``, fetched only by a worker that has not seen the task), the pickled flow
     context and the run's own message. *upstream* are the pickled outcomes of the upstream
-    runs, resolved by Ray before the call.
+    runs, resolved by Ray before the call. The outcome is the reply of
+    :func:`~fluvial.runners._ray_engine.run_engine`.
     """
+    from ._ray_engine import outcome_reply, run_engine
+
     try:
-        payload, wait_for = _load(header, task_box, upstream)
+        payload, wait_for, context_digest = _load(header, task_box, upstream)
     except Exception as exc:
         error = SerializationError(
             f"the task run could not be unpickled on the Ray worker: {type(exc).__name__}: "
@@ -98,17 +102,31 @@ def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -
             "cluster or ship it with a runtime_env), or register it with "
             "cloudpickle.register_pickle_by_value(module)."
         )
-        return _dump(RemoteOutcome(Failed(data=error, message=str(error)), 0, ""))
-    return _dump(_execute(payload, wait_for))
+        return outcome_reply(Failed(data=error, message=str(error)), None)
+    if wait_for:
+        from ..engine.resolve import resolve_parameters
+        from ..exceptions import UpstreamTaskError
+        from ..states import NotReady, StateDetails
+
+        try:
+            resolve_parameters({}, wait_for)
+        except UpstreamTaskError as exc:
+            details = StateDetails(task_run_id=payload.task_run_id)
+            return outcome_reply(NotReady(message=str(exc), state_details=details), None)
+    return run_engine(payload, context_digest)
+
+
+def upstream_state(blob: bytes) -> State[Any]:
+    """Return the final state in an upstream run's reply (see :func:`run_on_worker`)."""
+    from ._process_worker import state_from_fields
+
+    fields = pickle.loads(blob)[0]  # cloudpickle's output loads with the standard unpickler
+    return state_from_fields(fields)
 
 
 def _load(
     header: bytes, task_box: list[Any] | None, upstream: tuple[bytes, ...]
-) -> tuple[TaskPayload, list[Any]]:
-    import pickle
-
-    import cloudpickle
-
+) -> tuple[TaskPayload, list[Any], bytes]:
     digest, inline, context, message = pickle.loads(header)  # bytes only: plain pickle
 
     def task_bytes() -> bytes:
@@ -120,41 +138,11 @@ def _load(
 
     payload, wait_for = unpack((digest, task_bytes), context, message)
     if upstream:
-        states = [cloudpickle.loads(item).state for item in upstream]
+        states = [upstream_state(item) for item in upstream]
 
         def fill(placeholder: Upstream) -> object:
             return states[placeholder.index]
 
         payload.parameters = {k: swap(v, fill) for k, v in payload.parameters.items()}
         wait_for = [swap(item, fill) for item in wait_for]
-    return payload, wait_for
-
-
-def _execute(payload: TaskPayload, wait_for: list[Any]) -> RemoteOutcome:
-    from ..engine.lifecycle import crash_state
-    from ..engine.resolve import resolve_parameters
-    from ..exceptions import UpstreamTaskError
-    from ..states import NotReady, StateDetails
-
-    details = StateDetails(task_run_id=payload.task_run_id)
-    if wait_for:
-        try:
-            resolve_parameters({}, wait_for)
-        except UpstreamTaskError as exc:
-            return RemoteOutcome(NotReady(message=str(exc), state_details=details), 0, "")
-    try:
-        return run_payload(payload)
-    except BaseException as exc:  # SystemExit from a task: report it, keep the worker
-        return RemoteOutcome(crash_state(exc, details), 1, "")
-
-
-def _dump(outcome: RemoteOutcome) -> bytes:
-    import cloudpickle
-
-    try:
-        data: bytes = cloudpickle.dumps(outcome)
-    except Exception as exc:  # the state passed _portable, but the logs may not
-        outcome.logs = []
-        outcome.state = Failed(data=SerializationError(str(exc)), message=str(exc))
-        data = cloudpickle.dumps(outcome)
-    return data
+    return payload, wait_for, context[0]
