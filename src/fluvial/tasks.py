@@ -27,7 +27,7 @@ from .engine.task_engine import (
     run_task_async,
     run_task_sync,
 )
-from .exceptions import DefinitionError
+from .exceptions import DefinitionError, MissingContextError
 
 if TYPE_CHECKING:
     from .futures import Future, FutureList
@@ -284,8 +284,6 @@ class Task(Definition, Generic[P, R]):
 
 
 def _current_runner(task: Task[Any, Any], verb: str) -> Any:
-    from .exceptions import MissingContextError
-
     ctx = _flow_run_context.get()
     if ctx is None:
         raise MissingContextError(
