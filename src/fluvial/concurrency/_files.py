@@ -138,12 +138,14 @@ class FileBackend(PollingBackend):
             if request_id not in table.queue:
                 return False
             table.release(request_id, time.time())
-            return True
+        self.doorbell().ring()  # a waiter behind the withdrawn one may fit now
+        return True
 
     def release(self, lease_id: str) -> None:
-        """Give back the slots of a lease."""
+        """Give back the slots of a lease; this process's waiters look again at once."""
         with self._table() as table:
             table.release(lease_id, time.time())
+        self.doorbell().ring()
 
     def occupancy(self, name: str) -> Occupancy:
         """Return the slots of *name* held by live processes of this machine."""
@@ -156,6 +158,7 @@ class FileBackend(PollingBackend):
         """Free every slot of *name*, whichever process holds it."""
         with self._table() as table:
             table.reset(name, time.time())
+        self.doorbell().ring()
 
     def _reap(self, table: SlotTable) -> None:
         """Drop what dead holders had in *table*."""

@@ -1,9 +1,11 @@
 """Waiting for slots kept in another process: queue a request, then poll until it is granted.
 
-The table lives elsewhere (a file, the Dask scheduler, a Ray actor), so a waiter cannot be
-woken directly. It queues its request once (keeping its place in the FIFO order) and asks
-again after a short nap that grows from 2 ms to 100 ms. A waiter that times out or is
-cancelled withdraws its request; if it was granted in between, the slots are given back.
+The table lives elsewhere (a file, the Dask scheduler, a Ray actor), so a waiter in another
+process cannot be woken directly. It queues its request once (keeping its place in the FIFO
+order) and asks again after a short nap that grows from 1 ms to 100 ms. A release or withdrawal
+made in this process rings a doorbell that ends the naps of this process's waiters at once, so
+a handover between threads or tasks of one process waits for no poll. A waiter that times out
+or is cancelled withdraws its request; if it was granted in between, the slots are given back.
 """
 
 from __future__ import annotations
@@ -11,19 +13,86 @@ from __future__ import annotations
 __all__ = ("PollingBackend",)
 
 import abc
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .._blocking import blocking_region, stepping_aside
 from ._backend import Backend, SlotsTimeout
 from ._table import LimitSpec, Mode, Request
 
-_FIRST_NAP = 0.002
+if TYPE_CHECKING:
+    import asyncio
+
+_FIRST_NAP = 0.001
 _LONGEST_NAP = 0.1
+
+
+class Doorbell:
+    """Wakes this process's napping waiters when slots may have been freed here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], object]] = []
+
+    def nap(self, seconds: float) -> None:
+        """Sleep up to *seconds*, or until :meth:`ring` is called."""
+        gate = threading.Lock()
+        gate.acquire()
+        with self._lock:
+            self._wakers.append(gate.release)
+        if not gate.acquire(timeout=seconds):
+            self._forget(gate.release)
+
+    async def anap(self, seconds: float) -> None:
+        """Sleep on the event loop up to *seconds*, or until :meth:`ring` is called."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        rung = loop.create_future()
+
+        def waker() -> None:
+            loop.call_soon_threadsafe(_set_done, rung)
+
+        with self._lock:
+            self._wakers.append(waker)
+        try:
+            await asyncio.wait_for(rung, seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._forget(waker)
+
+    def ring(self) -> None:
+        """End every nap in progress."""
+        with self._lock:
+            wakers, self._wakers = self._wakers, []
+        for waker in wakers:
+            waker()
+
+    def _forget(self, waker: Callable[[], object]) -> None:
+        with self._lock:
+            if waker in self._wakers:
+                self._wakers.remove(waker)
 
 
 class PollingBackend(Backend):
     """A backend whose waiters poll a table kept in another process."""
+
+    _bell_lock = threading.Lock()
+    _bell: Doorbell | None = None
+
+    def doorbell(self) -> Doorbell:
+        """Return the doorbell of this backend's waiters in this process."""
+        bell = self._bell
+        if bell is None:
+            with self._bell_lock:
+                bell = self._bell
+                if bell is None:
+                    bell = self._bell = Doorbell()
+        return bell
 
     @abc.abstractmethod
     def _holder(self) -> str:
@@ -61,7 +130,7 @@ class PollingBackend(Backend):
         try:
             with blocking_region():
                 while True:
-                    time.sleep(_bounded(nap, deadline))
+                    self.doorbell().nap(_bounded(nap, deadline))
                     if self._poll(request.id, lease_duration):
                         return request.id
                     if deadline is not None and time.monotonic() >= deadline:
@@ -83,7 +152,6 @@ class PollingBackend(Backend):
         lease_duration: float,
     ) -> str:
         """Like :meth:`acquire`, napping on the event loop; a cancelled waiter holds nothing."""
-        import asyncio
 
         request = self._request(specs, occupy, mode)
         if self._offer(request, lease_duration):
@@ -92,7 +160,7 @@ class PollingBackend(Backend):
         nap = _FIRST_NAP
         try:
             while True:
-                await stepping_aside(asyncio.sleep(_bounded(nap, deadline)))
+                await stepping_aside(self.doorbell().anap(_bounded(nap, deadline)))
                 if self._poll(request.id, lease_duration):
                     return request.id
                 if deadline is not None and time.monotonic() >= deadline:
@@ -115,3 +183,8 @@ def _bounded(nap: float, deadline: float | None) -> float:
     if deadline is None:
         return nap
     return max(min(nap, deadline - time.monotonic()), 0.0)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -134,13 +134,17 @@ class RemoteBackend(PollingBackend):
         return bool(answer == "granted")
 
     def _withdraw(self, request_id: str) -> bool:
-        return bool(self._call("withdraw", {"id": request_id}))
+        withdrawn = bool(self._call("withdraw", {"id": request_id}))
+        if withdrawn:
+            self.doorbell().ring()  # a waiter of this process behind it may fit now
+        return withdrawn
 
     def release(self, lease_id: str) -> None:
-        """Give back the slots of a lease and stop renewing it."""
+        """Give back the slots of a lease and stop renewing it; this process's waiters look again."""
         with self._held_lock:
             self._held.pop(lease_id, None)
         self._send("release", {"id": lease_id})
+        self.doorbell().ring()
 
     def _send(self, action: str, payload: dict[str, Any]) -> None:
         """Perform *action* without waiting for its answer where the transport allows."""
@@ -154,6 +158,7 @@ class RemoteBackend(PollingBackend):
     def reset(self, name: str) -> None:
         """Free every slot of *name* across the cluster."""
         self._call("reset", {"name": name})
+        self.doorbell().ring()
 
     def _hold(self, request: Request, lease_duration: float) -> None:
         if request.mode == "concurrency":
