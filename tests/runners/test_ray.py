@@ -9,6 +9,7 @@ so its tasks and classes are pickled by value (``cloudpickle.register_pickle_by_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -360,6 +361,37 @@ def test_worker_logs_are_replayed_in_order(
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("line ")]
     assert lines == [f"line {i} of 5" for i in range(5)]
     assert all(r.process != os.getpid() for r in caplog.records if r.msg.startswith("line "))
+
+
+@task
+def who_runs(label: str) -> tuple[str, str, str]:
+    import builtins
+
+    from fluvial import runtime
+
+    # One variable per worker process (a ContextVar does not pickle with the task).
+    leak = builtins.__dict__.setdefault(
+        "_fluvial_test_leak", contextvars.ContextVar("leak", default="unset")
+    )
+    seen = leak.get()
+    leak.set(label)  # must not reach the next run on this worker
+    return str(runtime.flow_run.id), str(runtime.flow_run.name), seen
+
+
+def test_workers_keep_each_flow_runs_context_apart(ray_session: None) -> None:
+    @flow(task_runner=RayTaskRunner())
+    def fan(label: str) -> tuple[str, list[tuple[str, str, str]]]:
+        from fluvial import runtime
+
+        futures = [who_runs.submit(f"{label}-{i}") for i in range(12)]
+        return str(runtime.flow_run.id), [f.result() for f in futures]
+
+    first_id, first = fan("first")
+    second_id, second = fan("second")
+    assert first_id != second_id
+    assert {row[0] for row in first} == {first_id}
+    assert {row[0] for row in second} == {second_id}
+    assert {row[2] for row in first + second} == {"unset"}  # no run saw an earlier run's value
 
 
 def test_a_failing_flow_ends_its_unfinished_runs(ray_session: None) -> None:
