@@ -20,7 +20,7 @@ from fluvial.concurrency import _polling, create_limit
 from fluvial.concurrency import asyncio as aconcurrency
 from fluvial.concurrency._backend import Backend
 from fluvial.concurrency._select import file_backend, local_backend, use_backend
-from fluvial.concurrency.sync import concurrency
+from fluvial.concurrency.sync import concurrency, rate_limit
 
 HELD = 0.3  # long enough that a waiter is surely blocked before the release
 BOUND = 0.05  # release to proceed: far under any poll nap used here
@@ -123,3 +123,14 @@ def test_a_timeout_is_still_exact_with_long_naps(backend: str) -> None:
         assert 0.19 <= time.monotonic() - start < 2.0
     with concurrency("pair", timeout_seconds=1):
         pass
+
+
+def test_a_rate_limited_waiter_wakes_when_a_slot_decays(backend: str) -> None:
+    # One slot decaying at 4/s: each call after the first waits 0.25 s for the decay. With
+    # 5 s naps the cross-process waiter must wake on the decay itself, not at its next look.
+    create_limit("paced", 1, slot_decay_per_second=4)
+    start = time.monotonic()
+    for _ in range(3):
+        rate_limit("paced", timeout_seconds=10)
+    elapsed = time.monotonic() - start
+    assert 0.45 <= elapsed < 2.0, elapsed

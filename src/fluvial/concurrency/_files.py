@@ -61,6 +61,8 @@ class FileBackend(PollingBackend):
         self._last_reap = 0.0
         self._made = False
         self._path = self.directory / "table"
+        # Per waiting request: seconds until decay lets it in, as of its last look.
+        self._hints: dict[str, float | None] = {}
 
     def _holder(self) -> str:
         with self._me_lock:
@@ -78,8 +80,11 @@ class FileBackend(PollingBackend):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        fd = os.open(holders / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        # Locked before it gets its name: another process registering at the same instant
+        # must never find it unlocked, take it for a dead holder's, and delete it.
+        fd = os.open(holders / f".{name}.new", os.O_CREAT | os.O_RDWR, 0o600)
         _fcntl().flock(fd, _fcntl().LOCK_EX)
+        os.rename(holders / f".{name}.new", holders / f"{name}.lock")
         return name, fd
 
     @contextlib.contextmanager
@@ -123,7 +128,10 @@ class FileBackend(PollingBackend):
             if table.offer(request, time.time()):
                 return True
             self._reap(table)
-            return request.id not in table.queue
+            if request.id not in table.queue:
+                return True
+            self._hints[request.id] = table.wait_hint(request, time.time())
+            return False
 
     def _poll(self, request_id: str, lease_duration: float) -> bool:
         with self._table() as table:
@@ -131,9 +139,16 @@ class FileBackend(PollingBackend):
             if time.monotonic() - self._last_reap > _REAP_EVERY:
                 self._reap(table)
             table.grant(now)  # decayed slots free themselves without a release
-            return request_id not in table.queue
+            queued = table.queue.get(request_id)
+            if queued is not None:
+                self._hints[request_id] = table.wait_hint(queued, now)
+            return queued is None
+
+    def _decay_hint(self, request_id: str) -> float | None:
+        return self._hints.pop(request_id, None)
 
     def _withdraw(self, request_id: str) -> bool:
+        self._hints.pop(request_id, None)
         with self._table() as table:
             if request_id not in table.queue:
                 return False

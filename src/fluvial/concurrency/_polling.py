@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import asyncio
 
 _FIRST_NAP = 0.001
+_SHORTEST_NAP = 0.0005
 _LONGEST_NAP = 0.1
 
 
@@ -113,6 +114,15 @@ class PollingBackend(Backend):
     def _request(self, specs: tuple[LimitSpec, ...], occupy: int, mode: Mode) -> Request:
         return Request(uuid.uuid4().hex, specs, occupy, mode, self._holder())
 
+    def _decay_hint(self, request_id: str) -> float | None:
+        """Seconds until decay alone lets the request in, as of its last look (None: unknown)."""
+        return None
+
+    def _until_decay(self, request_id: str, nap: float) -> float:
+        # Wake exactly when a decaying slot frees up, if that comes before the next look.
+        hint = self._decay_hint(request_id)
+        return nap if hint is None else min(nap, max(hint, _SHORTEST_NAP))
+
     def acquire(
         self,
         specs: tuple[LimitSpec, ...],
@@ -130,7 +140,7 @@ class PollingBackend(Backend):
         try:
             with blocking_region():
                 while True:
-                    self.doorbell().nap(_bounded(nap, deadline))
+                    self.doorbell().nap(_bounded(self._until_decay(request.id, nap), deadline))
                     if self._poll(request.id, lease_duration):
                         return request.id
                     if deadline is not None and time.monotonic() >= deadline:
@@ -160,7 +170,9 @@ class PollingBackend(Backend):
         nap = _FIRST_NAP
         try:
             while True:
-                await stepping_aside(self.doorbell().anap(_bounded(nap, deadline)))
+                await stepping_aside(
+                    self.doorbell().anap(_bounded(self._until_decay(request.id, nap), deadline))
+                )
                 if self._poll(request.id, lease_duration):
                     return request.id
                 if deadline is not None and time.monotonic() >= deadline:
