@@ -231,6 +231,18 @@ def test_dask_runner_on_a_running_cluster(cli: Callable[..., Result], dask_clust
     assert "tasks: 3 Completed" in result.out
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_ray_runner_reuses_the_running_ray(cli: Callable[..., Result]) -> None:
+    import ray
+
+    result = cli("run", f"{FLOWS}:fan_out", "-p", "n=3", "--runner", "ray")
+    assert result.code == 0, result
+    assert "result: 6" in result.out
+    assert "tasks: 3 Completed" in result.out
+    assert ray.is_initialized(), "the command shut down a Ray it did not start"
+
+
 def test_address_needs_a_cluster_runner(cli: Callable[..., Result]) -> None:
     result = cli("run", ADD, "-p", "a=1", "--address", "tcp://127.0.0.1:1")
     assert_user_error(result, "--address names a Dask or Ray cluster")
