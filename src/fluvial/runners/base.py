@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 
+#: Why a submit to a runner that was never entered fails, and the usual way out.
+NOT_STARTED = (
+    "The task runner must be started (entered) before submitting work; "
+    "task.submit() does this for you inside a flow"
+)
+
+
 class TaskRunner(abc.ABC):
     """Runs submitted task runs and hands back futures; one instance per flow run."""
 
@@ -105,6 +112,11 @@ class TaskRunner(abc.ABC):
             bound = task._signature.bind((), call)
             futures.append(self.submit(task, bound, wait_for=wait_for))
         return futures
+
+    def _require_started(self) -> None:
+        """Raise the error for a submit to a runner that was never entered."""
+        if not self._started:
+            raise RuntimeError(NOT_STARTED)
 
     def __enter__(self) -> Self:
         if self._started:

@@ -204,11 +204,7 @@ class DaskTaskRunner(TaskRunner):
         dependencies: dict[str, Any] | None = None,
     ) -> Future[Any]:
         """Send a run of *task* to the cluster; Dask starts it once its upstreams are done."""
-        if not self._started:
-            raise RuntimeError(
-                "The task runner must be started (entered) before submitting work; "
-                "task.submit() does this for you inside a flow"
-            )
+        self._require_started()
         from dask.base import get_annotations
 
         run = new_task_run(task, parameters)

@@ -34,7 +34,7 @@ from ..states import Cancelled, Failed, NotReady, State
 from ._process_pool import ProcessPool
 from ._process_worker import RUN, dumps, state_from_fields
 from ._remote import Submission, capture_submission, crashed_outcome, pickling_error
-from .base import TaskRunner
+from .base import NOT_STARTED, TaskRunner
 from .thread import _when_all_done
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class ProcessPoolTaskRunner(TaskRunner):
         """Queue a run of *task*; it goes to a worker once its upstream futures are done."""
         pool = self._pool
         if pool is None:
-            raise RuntimeError("The task runner must be started (entered) before submitting work")
+            raise RuntimeError(NOT_STARTED)
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
         job = _Job(self, task, run, parameters, wait_for, future)

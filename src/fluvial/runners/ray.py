@@ -156,11 +156,7 @@ class RayTaskRunner(TaskRunner):
             RuntimeError: the runner has not been entered.
             ValueError: Ray refused the options of the enclosing :func:`remote_options`.
         """
-        if not self._started:
-            raise RuntimeError(
-                "The task runner must be started (entered) before submitting work; "
-                "task.submit() does this for you inside a flow"
-            )
+        self._require_started()
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
         job = Job(task, run, parameters, wait_for, future)

@@ -251,11 +251,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         dependencies: dict[str, Any] | None = None,
     ) -> Future[Any]:
         """Queue a run of *task*; it starts when its upstream futures are done."""
-        if not self._started:
-            raise RuntimeError(
-                "The task runner must be started (entered) before submitting work; "
-                "task.submit() does this for you inside a flow"
-            )
+        self._require_started()
         run = new_task_run(task, parameters)
         future: Future[Any] = Future(run)
         job = _Job(self, task, run, parameters, wait_for, future)
