@@ -274,6 +274,10 @@ class State(Generic[R]):
             PausedRun: the run is paused.
             MissingResult: a completed state whose value was neither kept nor persisted.
         """
+        if self.type is StateType.COMPLETED:  # first: the case on every task call's path
+            data = self.data
+            loader = getattr(data, "__fluvial_result__", None)
+            return data if loader is None else loader()
         if self.type is StateType.PAUSED:
             raise PausedRun(f"the run is paused: {self.message or self.name}")
         if self.type in _FAILURE_TYPES:
@@ -281,16 +285,10 @@ class State(Generic[R]):
             if raise_on_failure:
                 raise exc
             return exc
-        if self.type is not StateType.COMPLETED:
-            raise UnfinishedRun(
-                f"the run is in state {self.name!r} ({self.type.value}); "
-                "its result is not available until it finishes"
-            )
-        data = self.data
-        loader = getattr(data, "__fluvial_result__", None)
-        if loader is not None:
-            return loader()
-        return data
+        raise UnfinishedRun(
+            f"the run is in state {self.name!r} ({self.type.value}); "
+            "its result is not available until it finishes"
+        )
 
     async def aresult(
         self, raise_on_failure: bool = True, retry_result_failure: bool = True

@@ -9,7 +9,7 @@ before a retry delay.
 
 from __future__ import annotations
 
-__all__ = ("TAG_LEASE_SECONDS", "TagSlots", "tag_slots")
+__all__ = ("TAG_LEASE_SECONDS", "TagSlots", "any_tag_limited", "tag_slots")
 
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +45,12 @@ class TagSlots(Effect):
         lease, self.lease = self.lease, None
         if lease is not None:
             lease.release()
+
+
+def any_tag_limited(tags: Iterable[str]) -> bool:
+    """Return whether any of *tags* has a concurrency limit (of any size, 0 included)."""
+    by_tag = run_config().concurrency_limits.by_tag
+    return bool(by_tag) and any(tag in by_tag for tag in tags)
 
 
 def tag_slots(tags: Iterable[str]) -> TagSlots | None:

@@ -28,6 +28,7 @@ __all__ = (
     "PersistResult",
     "PersistedResult",
     "ResultPlan",
+    "persists",
     "plan_flow_results",
     "plan_results",
 )
@@ -210,10 +211,8 @@ def plan_flow_results(flow: Any) -> ResultPlan:
     )
 
 
-def plan_results(
-    task: Task[..., Any], run: TaskRun, ctx: TaskRunContext, flow_ctx: FlowRunContext | None
-) -> ResultPlan | None:
-    """Return the run's result plan, or None when it neither persists nor caches."""
+def persists(task: Task[..., Any], flow_ctx: FlowRunContext | None) -> bool:
+    """Return whether a run of *task* starting now persists (and so caches) its result."""
     persist = task.persist_result
     if persist is None:
         # Order as in Prefect: the task's own setting, the tasks default, the flow's choice.
@@ -225,7 +224,14 @@ def plan_results(
                 if flow_ctx is not None
                 else config.results_persist_by_default
             )
-    if not persist:
+    return bool(persist)
+
+
+def plan_results(
+    task: Task[..., Any], run: TaskRun, ctx: TaskRunContext, flow_ctx: FlowRunContext | None
+) -> ResultPlan | None:
+    """Return the run's result plan, or None when it neither persists nor caches."""
+    if not persists(task, flow_ctx):
         return None
     config = run_config()
     key = _cache_key(task, run, ctx, flow_ctx, config.tasks_unhashable_inputs)

@@ -30,12 +30,13 @@ __all__ = (
     "task_steps",
 )
 
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Generator, Iterable
-from types import GeneratorType
+from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._runs import FlowRun, TaskRun
+from .._runs import TaskRun
 from ..concurrency._tags import tag_slots
 from ..context import (
     FlowRunContext,
@@ -54,7 +55,7 @@ from ..exceptions import (
     TaskRunTimeoutError,
     UpstreamTaskError,
 )
-from ..logging.loggers import RunLoggerAdapter, enable_print_capture, task_run_logger
+from ..logging.loggers import enable_print_capture
 from ..states import (
     DROPPED,
     Cached,
@@ -62,10 +63,7 @@ from ..states import (
     NotReady,
     Retrying,
     State,
-    StateDetails,
     StateType,
-    TimedOut,
-    return_value_to_state,
 )
 from .caching import CacheLookup, PersistedResult, PersistResult, ResultPlan, plan_results
 from .effects import (
@@ -79,7 +77,16 @@ from .effects import (
 )
 from .lifecycle import call_hooks, crash_state, note_failure, retry_wait, should_retry
 from .naming import render_run_name
+from .outcomes import completed_state, failed_state, give_up, run_details, run_logger
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
+from .short_path import (
+    end_crashed,
+    end_raised,
+    end_returned,
+    run_short_sync,
+    start_short,
+    takes_short_path,
+)
 
 if TYPE_CHECKING:
     from ..concurrency._tags import TagSlots
@@ -99,7 +106,10 @@ def new_task_run(task: Task[..., Any], parameters: dict[str, Any], pending: bool
     tags = _current_tags()
     if task.tags:
         tags = tags | task.tags
-    flow_run_id = flow_ctx.flow_run.id if flow_ctx is not None else None
+    flow_run_id = None
+    if flow_ctx is not None:
+        cell = flow_ctx.flow_run._cell  # the id's cell, read directly: this runs for every task
+        flow_run_id = cell.value if cell.value is not None else cell.get()
     run = TaskRun(task, parameters, tags, flow_run_id)
     if pending:
         run.set_state(State(StateType.PENDING))
@@ -115,7 +125,11 @@ def run_task_sync(
 ) -> Any:
     """Run a task in the calling thread and return its result (or final state)."""
     run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
-    state = drive_sync(task_steps(task, run, parameters, wait_for))
+    flow_ctx = _flow_run_context.get()
+    if takes_short_path(task, run, parameters, wait_for, flow_ctx):
+        state = run_short_sync(task, run, parameters, flow_ctx)
+    else:
+        state = drive_sync(task_steps(task, run, parameters, wait_for))
     return _outcome(run, state, return_type)
 
 
@@ -130,7 +144,29 @@ async def run_task_async(
     # The run record is made when the coroutine starts, not when it is created: code that
     # creates thousands of coroutines before gathering them should not hold thousands of runs.
     run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
-    state: State[Any] = await drive_async(task_steps(task, run, parameters, wait_for))
+    flow_ctx = _flow_run_context.get()
+    if not takes_short_path(task, run, parameters, wait_for, flow_ctx):
+        state = await drive_async(task_steps(task, run, parameters, wait_for))
+        return _outcome(run, state, return_type)
+    # The short path, inlined here rather than awaited: one coroutine per run is the budget.
+    token = start_short(task, run, parameters)
+    try:
+        args, kwargs = task._signature.to_call(parameters)
+        try:
+            value = task.fn(*args, **kwargs)
+            if value.__class__ is CoroutineType or inspect.isawaitable(value):
+                value = await value
+            elif value.__class__ is AsyncGeneratorType:  # run to completion, items kept
+                value = [item async for item in value]
+        except Exception as exc:
+            state = end_raised(task, run, exc, flow_ctx)
+        else:
+            state = end_returned(task, run, value, flow_ctx)
+    except BaseException as exc:  # cancellation too: recorded as Cancelled, then re-raised
+        end_crashed(run, exc)
+        raise
+    finally:
+        _reset_task_context(token)
     return _outcome(run, state, return_type)
 
 
@@ -181,7 +217,7 @@ def task_steps(
             else:
                 parameters = resolve_parameters(parameters, wait_for)
         except UpstreamTaskError as exc:
-            return _finish(run, NotReady(message=str(exc), state_details=_details(run)))
+            return _finish(run, NotReady(message=str(exc), state_details=run_details(run)))
     run.parameters = parameters
     log_prints = task.log_prints
     if log_prints is None:
@@ -198,7 +234,9 @@ def task_steps(
             try:
                 run.name = render_run_name(task.task_run_name, parameters)
             except DefinitionError as exc:
-                return _finish(run, Failed(data=exc, message=str(exc), state_details=_details(run)))
+                return _finish(
+                    run, Failed(data=exc, message=str(exc), state_details=run_details(run))
+                )
         plan = _plan(task, run, ctx, flow_ctx)
         memo = flow_ctx._memo if flow_ctx is not None else None
         if isinstance(plan, State):  # caching could not be set up: the run fails, saying why
@@ -212,9 +250,9 @@ def task_steps(
         _finish(run, state)
         hooks = _final_hooks(task, state)
         if hooks:
-            yield from call_hooks(hooks, task, run, state, lambda: _logger(run, flow_ctx))
+            yield from call_hooks(hooks, task, run, state, lambda: run_logger(run, flow_ctx))
     except BaseException as exc:
-        _finish(run, crash_state(exc, _details(run)))
+        _finish(run, crash_state(exc, run_details(run)))
         raise
     finally:
         _reset_task_context(token)
@@ -233,7 +271,7 @@ def _plan(
         # use, SERIALIZABLE without a lock manager...
         note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
         return Failed(
-            data=exc, message=f"Caching could not be set up: {exc}", state_details=_details(run)
+            data=exc, message=f"Caching could not be set up: {exc}", state_details=run_details(run)
         )
 
 
@@ -254,7 +292,7 @@ def _cached_or_run(
                 plan.store, record.metadata.storage_key, record.result, plan.keep_in_memory
             )
             run.return_value = record.result
-            return Cached(data=data, state_details=_details(run))
+            return Cached(data=data, state_details=run_details(run))
         state = yield from _attempt_loop(task, run, parameters, flow_ctx)
         if state.type is StateType.COMPLETED:
             value = run.return_value if state.data is DROPPED else state.data
@@ -263,7 +301,7 @@ def _cached_or_run(
             except StorageError as exc:
                 return _storage_failure(run, exc)
             except SerializationError as exc:
-                _logger(run, flow_ctx).warning(
+                run_logger(run, flow_ctx).warning(
                     "the result could not be persisted (%s); it is kept in memory only", exc
                 )
             run.return_value = value
@@ -273,7 +311,7 @@ def _cached_or_run(
 
 
 def _storage_failure(run: TaskRun, exc: BaseException) -> State[Any]:
-    return Failed(data=exc, message=f"Result storage failed: {exc}", state_details=_details(run))
+    return Failed(data=exc, message=f"Result storage failed: {exc}", state_details=run_details(run))
 
 
 def _replay_or_run(
@@ -292,7 +330,7 @@ def _replay_or_run(
             return Cached(
                 data=value,
                 message="Completed in an earlier attempt of this flow run",
-                state_details=_details(run),
+                state_details=run_details(run),
             )
     state = yield from _attempt_loop(task, run, parameters, flow_ctx)
     if key is not None and state.type is StateType.COMPLETED and state.data is not DROPPED:
@@ -321,7 +359,7 @@ def _attempt_loop(
 def _refused(run: TaskRun, exc: BaseException) -> Steps[State[Any]]:
     note_failure(Failed(data=exc), f"task run {run.name!r}", 1, 1)
     yield from ()  # a generator, as callers expect; it has nothing to ask for
-    return Failed(data=exc, message=str(exc), state_details=_details(run))
+    return Failed(data=exc, message=str(exc), state_details=run_details(run))
 
 
 def _holding_slots(
@@ -354,29 +392,22 @@ def _attempts(
         run.set_state(running)
         if task.on_running_hooks:
             yield from call_hooks(
-                task.on_running_hooks, task, run, running, lambda: _logger(run, flow_ctx)
+                task.on_running_hooks, task, run, running, lambda: run_logger(run, flow_ctx)
             )
         try:
             value = yield CallFunction(
                 task.fn, args, kwargs, task.timeout_seconds, TaskRunTimeoutError
             )
-        except TaskRunTimeoutError as exc:
-            failed = TimedOut(
-                data=exc,
-                message=f"Task run exceeded timeout of {task.timeout_seconds:g} second(s)",
-            )
-        except Exception as exc:
-            failed = Failed(
-                data=exc, message=f"Task run encountered an exception {type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # TaskRunTimeoutError included: failed_state makes it TimedOut
+            failed = failed_state(task, exc)
         else:
-            state = _completed_state(task, run, value)
+            state = completed_state(task, run, value)
             if state.type is not StateType.FAILED:
                 return state
             failed = state
         if run.run_count <= task.retries:
             retry = yield from should_retry(
-                task.retry_condition_fn, (task, run, failed), lambda: _logger(run, flow_ctx)
+                task.retry_condition_fn, (task, run, failed), lambda: run_logger(run, flow_ctx)
             )
             if retry:
                 if slots is not None:
@@ -387,33 +418,10 @@ def _attempts(
                     task._retry_delays,
                     task.retry_jitter_factor,
                     task.retries,
-                    _logger(run, flow_ctx),
+                    run_logger(run, flow_ctx),
                 )
                 continue
-        note_failure(failed, f"task run {run.name!r}", run.run_count, task.retries + 1)
-        _logger(run, flow_ctx).error("Finished in state %s", failed, exc_info=_exc_info(failed))
-        failed.state_details = _details(run)
-        return failed
-
-
-def _completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
-    if type(value) is GeneratorType:
-        # As in Prefect: a returned generator is consumed and its items kept as a list.
-        value = list(value)
-    if isinstance(value, State) or (
-        type(value) in (list, tuple, set) and value and isinstance(next(iter(value)), State)
-    ):
-        state = return_value_to_state(value)
-    else:
-        state = State(StateType.COMPLETED, data=value)
-    if not task.cache_result_in_memory and state.type is StateType.COMPLETED:
-        run.return_value = state.data
-        state.data = DROPPED
-    return state
-
-
-def _details(run: TaskRun) -> StateDetails:
-    return StateDetails(task_run_id=run._cell, flow_run_id=run.flow_run_id)
+        return give_up(task, run, failed, flow_ctx)
 
 
 def _finish(run: TaskRun, state: State[Any]) -> State[Any]:
@@ -439,13 +447,3 @@ def _memo_key(task: Task[..., Any], parameters: dict[str, Any]) -> str | None:
             "task %r has inputs that cannot be hashed; a flow retry will re-run it", task.name
         )
         return None
-
-
-def _logger(run: TaskRun, flow_ctx: FlowRunContext | None) -> RunLoggerAdapter:
-    flow_run: FlowRun | None = flow_ctx.flow_run if flow_ctx is not None else None
-    return task_run_logger(run, flow_run=flow_run)
-
-
-def _exc_info(state: State[Any]) -> BaseException | None:
-    data = state.data
-    return data if isinstance(data, BaseException) else None
