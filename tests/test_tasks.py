@@ -387,3 +387,15 @@ def test_submitted_generator_tasks_give_lists() -> None:
         )
 
     assert my_flow() == ([0, 1, 2], [0, 1], [0, 1, 4], [0, 1])
+
+
+def test_task_runs_and_flow_runs_set_every_field_the_shared_base_declares() -> None:
+    # TaskRun.__init__ writes _Run.__init__ out for speed: a field added to one must reach both.
+    from fluvial._runs import FlowRun, TaskRun, _Run
+    from fluvial.flows import Flow
+
+    task_run = TaskRun(add, {"x": 1}, frozenset(), None)
+    flow_run = FlowRun(Flow(lambda: None, name="f"), {}, frozenset())
+    for field in _Run.__slots__:
+        assert getattr(task_run, field, AttributeError) is not AttributeError, field
+        assert getattr(flow_run, field, AttributeError) is not AttributeError, field
