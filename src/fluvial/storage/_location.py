@@ -65,6 +65,8 @@ def validate_key(key: str) -> str:
     Raises:
         ConfigurationError: the key is empty, absolute, or has ``..``/``.``/empty segments.
     """
+    if key.__class__ is str and key.isalnum():
+        return key  # the common case (hashed cache keys): no separator, dot or drive letter
     if not isinstance(key, str) or not key:
         raise ConfigurationError(f"a storage key must be a non-empty string, not {key!r}")
     if "\\" in key or "\x00" in key or key[0] == "/" or (len(key) > 1 and key[1] == ":"):

@@ -58,6 +58,13 @@ def payload_checksum(payload: bytes) -> str:
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
 
 
+# Metadata parsed recently, by the exact bytes it was parsed from. A cache hit re-reads the
+# record's header to check it is still current; the same bytes need not be parsed again
+# (metadata is frozen, so sharing one object is safe). Cleared when full: a bound, not an LRU.
+_parsed_headers: dict[bytes, ResultRecordMetadata] = {}
+_PARSED_HEADERS_MAX = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ResultRecordMetadata:
     """Everything about a stored result except its value; readable without deserializing.
@@ -102,13 +109,20 @@ class ResultRecordMetadata:
         Raises:
             CorruptRecordError: *data* is not metadata fluvial wrote; names *url*.
         """
+        known = _parsed_headers.get(data)
+        if known is not None and known.__class__ is cls:
+            return known
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise CorruptRecordError(
                 f"the metadata of {url} is not valid JSON ({exc})", url=url
             ) from exc
-        return cls.from_json_dict(parsed, url=url)
+        metadata = cls.from_json_dict(parsed, url=url)
+        if len(_parsed_headers) >= _PARSED_HEADERS_MAX:
+            _parsed_headers.clear()
+        _parsed_headers[bytes(data)] = metadata
+        return metadata
 
     @classmethod
     def from_json_dict(cls, data: Any, *, url: str = "<dict>") -> Self:
