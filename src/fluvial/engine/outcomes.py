@@ -34,22 +34,24 @@ if TYPE_CHECKING:
 # A function that returns states (or a collection of them, first item a state) sets its run's
 # final state from them instead of completing with them as its value.
 _COLLECTIONS = (list, tuple, set)
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict})
 
 
 def completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
     """Return the state for an attempt whose function returned *value*."""
+    state: State[Any] | None = None
     kind = type(value)
-    if kind is GeneratorType:
-        # As in Prefect: a returned generator is consumed and its items kept as a list.
-        value = list(value)
-        kind = list
-    if kind in _COLLECTIONS:
-        returned_states = bool(value) and isinstance(next(iter(value)), State)
-    else:
-        returned_states = value is not None and isinstance(value, State)
-    if returned_states:
-        state = return_value_to_state(value)
-    else:
+    if kind not in _PLAIN:  # most values are plain: nothing to unpack or inspect
+        if kind is GeneratorType:
+            # As in Prefect: a returned generator is consumed and its items kept as a list.
+            value = list(value)
+            kind = list
+        if kind in _COLLECTIONS:
+            if value and isinstance(next(iter(value)), State):
+                state = return_value_to_state(value)
+        elif isinstance(value, State):
+            state = return_value_to_state(value)
+    if state is None:
         state = State(StateType.COMPLETED, data=value)
     if not task.cache_result_in_memory and state.type is StateType.COMPLETED:
         run.return_value = state.data

@@ -24,7 +24,7 @@ __all__ = (
 from typing import TYPE_CHECKING, Any
 
 from ..concurrency._tags import any_tag_limited
-from ..context import TaskRunContext, _reset_task_context, _set_task_context
+from ..context import TaskRunContext, _reset_task_context, _task_run_context
 from ..states import State, StateType
 from .caching import persists
 from .lifecycle import crash_state
@@ -96,7 +96,7 @@ def run_short_sync(
 def start_short(task: Task[..., Any], run: TaskRun, parameters: dict[str, Any]) -> Any:
     """Enter the run's context and make it Running; return the token that leaves the context."""
     run.parameters = parameters
-    token = _set_task_context(TaskRunContext(task, run, parameters, False))
+    token = _task_run_context.set(TaskRunContext(task, run, parameters, False))
     run.run_count += 1
     run.set_state(State(StateType.RUNNING))
     return token
