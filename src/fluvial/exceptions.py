@@ -25,7 +25,8 @@ FluvialError                                base of everything below
 ├── WorkerCrashed                           the runner lost the worker running a task
 ├── RunJournalError                         a recorded run cannot be read or resumed
 │   ├── RunNotFound           (LookupError) no run with that id in that storage
-│   └── CorruptRunJournal                   a journal file is torn, foreign or too new
+│   ├── CorruptRunJournal                   a journal file is torn, foreign or too new
+│   └── RunStillRunning                     resume() of a run whose process is still alive
 ├── FlowImportError           (ImportError) a recorded flow's code cannot be imported
 ├── ConcurrencySlotAcquisitionError         slots of a concurrency limit cannot be had
 │   │                                       (unknown limit with strict=True, occupy > limit…)
@@ -70,6 +71,7 @@ __all__ = (
     "ResultNotFound",
     "RunJournalError",
     "RunNotFound",
+    "RunStillRunning",
     "SerializationError",
     "StorageError",
     "TaskRunTimeoutError",
@@ -176,6 +178,10 @@ class RunNotFound(RunJournalError, LookupError):
 
 class CorruptRunJournal(RunJournalError):
     """A run journal file is torn, not fluvial's, or written by a newer fluvial."""
+
+
+class RunStillRunning(RunJournalError):
+    """A run cannot be resumed: a live process on this machine is still running it."""
 
 
 class FlowImportError(FluvialError, ImportError):

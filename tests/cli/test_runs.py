@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fluvial.cli.runs import parse_since
-from fluvial.runs import list_runs, read_run
+from fluvial.exceptions import RunStillRunning
+from fluvial.runs import list_runs, read_run, resume
 
 from .conftest import FLOWS, Result, assert_user_error, fluvial_command
 
@@ -220,6 +221,9 @@ def test_resume_refuses_a_run_that_is_still_running(
         refused = shell("runs", "resume", str(run.id), "--storage", storage)
         assert_user_error(refused, f"is still running, in process {process.pid}")
         assert "--force" in refused.err
+        # The Python API refuses too, and says how to insist.
+        with pytest.raises(RunStillRunning, match=f"in process {process.pid}.*force=True"):
+            resume(run.id, storage)
     finally:
         process.kill()
         process.wait(30)

@@ -8,24 +8,19 @@ names one run. See :mod:`fluvial.runs` for the Python API these commands call.
 
 from __future__ import annotations
 
-__all__ = ("app", "parse_since", "register", "resolve_id", "still_running")
+__all__ = ("app", "parse_since", "register", "resolve_id")
 
 import datetime as dt
-import os
 import re
-import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from ._app import JsonOption, StorageOption, group
 from ._output import CommandError, console, out
 from .run import AddressOption, ProgressOption, RunnerOption
-
-if TYPE_CHECKING:
-    from ..runs import RunRecord
 
 app = group("runs", "List, inspect, resume and remove journaled flow runs.")
 
@@ -157,24 +152,6 @@ def _show(
     return 0
 
 
-def still_running(run: RunRecord) -> int | None:
-    """Return the pid of a live process of this machine that is running *run*, if any."""
-    if run.is_final or not run.attempts or os.name != "posix":
-        return None  # os.kill(pid, 0) would end the process on Windows
-    last = run.attempts[-1]
-    if last.ended is not None or last.host != socket.gethostname() or last.pid == os.getpid():
-        return None
-    try:
-        os.kill(last.pid, 0)
-    except ProcessLookupError:
-        return None  # killed or crashed: the usual reason to resume
-    except PermissionError:
-        return last.pid  # alive, owned by someone else
-    except OSError:
-        return None
-    return last.pid
-
-
 @app.command("resume")
 def _resume(
     run_id: Annotated[str, _ID],
@@ -188,12 +165,13 @@ def _resume(
 ) -> int:
     """Run a recorded flow run again under its id; finished tasks come back Cached."""
     from ..runs import read_run, resume
+    from ..runs._resume import running_pid
     from ._progress import live_progress
     from .run import report, task_runner_for
 
     task_runner = task_runner_for(runner, address)
     run = read_run(resolve_id(run_id, storage), storage)
-    pid = None if force else still_running(run)
+    pid = None if force else running_pid(run)
     if pid is not None:
         raise CommandError(
             f"flow run {run.id} is still running, in process {pid} on this machine",
@@ -202,7 +180,7 @@ def _resume(
     show = sys.stderr.isatty() if progress is None else progress
     started = time.monotonic()
     with live_progress(show) as states:
-        state = resume(run.id, storage, return_state=True, task_runner=task_runner)
+        state = resume(run.id, storage, return_state=True, task_runner=task_runner, force=True)
     report(state, run.name, run.id, time.monotonic() - started, storage, states)
     return 0 if state.is_completed() else 1
 

@@ -7,12 +7,14 @@ of the run gets one more attempt, with the history of the earlier ones kept.
 
 from __future__ import annotations
 
-__all__ = ("resume",)
+__all__ = ("resume", "running_pid")
 
+import os
+import socket
 import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..exceptions import FlowImportError, RunJournalError
+from ..exceptions import FlowImportError, RunJournalError, RunStillRunning
 from ._format import parse_run
 from ._journal import resuming
 from ._read import journal_location, read_raw
@@ -20,6 +22,7 @@ from ._source import load_flow
 
 if TYPE_CHECKING:
     from ..storage import StorageLocation
+    from ._records import RunRecord
 
 
 def resume(
@@ -28,6 +31,7 @@ def resume(
     *,
     return_state: bool = False,
     task_runner: Any = None,
+    force: bool = False,
 ) -> Any:
     """Run the recorded flow run *run_id* again, replaying what it had finished.
 
@@ -42,16 +46,25 @@ def resume(
             the default result storage.
         return_state: return the final state instead of the result.
         task_runner: run the tasks on this runner instead of the flow's own.
+        force: resume even when a live process on this machine is still running the run
+            (its unfinished tasks may then run twice).
 
     Raises:
         RunNotFound: no such run in that storage.
         CorruptRunJournal: its journal cannot be read.
         FlowImportError: the flow's code cannot be imported here.
         RunJournalError: the run's parameters were not recorded or do not deserialize here.
+        RunStillRunning: the run's process is alive on this machine (see *force*).
     """
     location = journal_location(storage)
     data = read_raw(run_id, location)
     record = parse_run(data, location.url, None)
+    pid = None if force else running_pid(record)
+    if pid is not None:
+        raise RunStillRunning(
+            f"flow run {record.id} is still running, in process {pid} on this machine; wait "
+            "for it or stop it, or pass force=True to resume it anyway (its tasks may run twice)"
+        )
     if record.state == "COMPLETED" and record.result_key is not None:
         return _stored_outcome(record.result_key, location, return_state)
     if record.import_path is None:
@@ -116,3 +129,21 @@ def _stored_outcome(key: str, location: StorageLocation, return_state: bool) -> 
 
     value = ResultStore(location).read(key).result
     return Completed(data=value) if return_state else value
+
+
+def running_pid(record: RunRecord) -> int | None:
+    """Return the pid of a live process of this machine that is running *record*, if any."""
+    if record.is_final or not record.attempts or os.name != "posix":
+        return None  # os.kill(pid, 0) would end the process on Windows
+    last = record.attempts[-1]
+    if last.ended is not None or last.host != socket.gethostname() or last.pid == os.getpid():
+        return None
+    try:
+        os.kill(last.pid, 0)
+    except ProcessLookupError:
+        return None  # killed or crashed: the usual reason to resume
+    except PermissionError:
+        return last.pid  # alive, owned by someone else
+    except OSError:
+        return None
+    return last.pid
