@@ -4,6 +4,7 @@ nothing else in the storage touched (the run journal, foreign files)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,26 @@ def test_clear_expired_then_all_keeps_the_journal(
     # A run after the clear executes its tasks again and persists them afresh.
     _fill(cli, storage)
     assert len(_records(cli, storage)) == 5
+
+
+def test_clear_removes_abandoned_temporary_files_but_not_fresh_ones(
+    cli: Callable[..., Result], storage: Path
+) -> None:
+    _fill(cli, storage)
+    # What a writer killed between its write and its rename leaves (see _write_local_atomic).
+    abandoned = storage / ".0a1b2c.5e6f7a8b9c0d.fluvial-tmp"
+    abandoned.write_bytes(MAGIC + b"half a record")
+    hours_ago = time.time() - 7200
+    os.utime(abandoned, (hours_ago, hours_ago))
+    in_progress = storage / ".3d4e5f.0123456789ab.fluvial-tmp"
+    in_progress.write_bytes(MAGIC + b"being written right now")
+
+    listed = cli("cache", "ls", "--storage", str(storage)).out
+    assert "fluvial-tmp" not in listed
+    cleared = cli("cache", "clear", "--storage", str(storage))
+    assert "Removed 1 abandoned temporary file(s)" in cleared.out
+    assert not abandoned.exists()
+    assert in_progress.exists(), "a write that may still be going on is left alone"
 
 
 def test_a_torn_record_is_listed_as_corrupt_and_cleared(

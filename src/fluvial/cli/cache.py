@@ -125,7 +125,12 @@ def _clear(
     prefix: Annotated[str, _PREFIX] = "",
     expired: Annotated[bool, _EXPIRED] = False,
 ) -> int:
-    """Remove records (never the run journal), one atomic delete each."""
+    """Remove records (never the run journal), one atomic delete each.
+
+    Temporary files that crashed writers left on local storage more than an hour ago go too.
+    """
+    from ..storage._listing import remove_abandoned_temporaries
+
     store = open_store(storage)
     records = _records(store, prefix, expired)
     for record in records:
@@ -133,4 +138,8 @@ def _clear(
     freed = sum(record.size or 0 for record in records)
     which = "expired record(s)" if expired else "record(s)"
     out(f"Removed {len(records)} {which} ({format_bytes(freed)}) from {store.result_storage_url}.")
+    # Crashed writers' temporary files are garbage whatever the options say.
+    files, size = remove_abandoned_temporaries(store.result_storage, prefix)
+    if files:
+        out(f"Removed {files} abandoned temporary file(s) ({format_bytes(size)}).")
     return 0

@@ -9,8 +9,9 @@ one ranged read of its header.
 
 from __future__ import annotations
 
-__all__ = ("StoredRecord", "list_records")
+__all__ = ("StoredRecord", "list_records", "remove_abandoned_temporaries")
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from .records import MAGIC, ResultRecordMetadata, parse_header
 
 # A crashed local writer leaves ".<name>.<hex>.fluvial-tmp" behind (see _location).
 _TEMP_SUFFIX = ".fluvial-tmp"
+# A temporary file untouched this long belongs to no live writer: a write takes milliseconds.
+ABANDONED_AFTER_SECONDS = 3600.0
 _HEADER_READ_SIZE = 4096
 # Past this many objects, headers are read by _READERS threads at once.
 _SERIAL_LIMIT = 16
@@ -95,3 +98,35 @@ def list_records(location: StorageLocation, prefix: str = "") -> Iterator[Stored
         with ThreadPoolExecutor(max_workers=_READERS) as pool:
             found = list(pool.map(lambda item: _read_record(location, *item), objects))
     yield from (record for record in found if record is not None)
+
+
+def remove_abandoned_temporaries(
+    location: StorageLocation, prefix: str = "", older_than: float = ABANDONED_AFTER_SECONDS
+) -> tuple[int, int]:
+    """Delete temporary files crashed writers left under *location*; return (files, bytes).
+
+    Only local storage has them (other filesystems write objects whole). A file modified in
+    the last *older_than* seconds may belong to a write in progress and is kept.
+    """
+    if location.protocol != "file":
+        return 0, 0
+    fs = location.fs
+    top = f"{location.root}/{prefix.strip('/')}" if prefix.strip("/") else location.root
+    cutoff = time.time() - older_than
+    try:
+        found = fs.find(top, detail=True) if fs.exists(top) else {}
+    except Exception as exc:
+        raise storage_error(exc, location.url, "list") from exc
+    files = freed = 0
+    for path, info in found.items():
+        if not str(path).endswith(_TEMP_SUFFIX) or info.get("mtime", cutoff) >= cutoff:
+            continue
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            continue  # someone else removed it meanwhile
+        except Exception as exc:
+            raise storage_error(exc, location.url, "clean") from exc
+        files += 1
+        freed += int(info.get("size") or 0)
+    return files, freed
