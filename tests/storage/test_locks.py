@@ -140,6 +140,8 @@ def test_lock_file_content(tmp_path: Path) -> None:
     assert content["pid"] == os.getpid()
     assert content["hostname"] == socket.gethostname()
     assert content["expiration"]
+    if sys.platform == "linux":
+        assert content["started"] == _start_of(os.getpid())
     with pytest.raises(ConfigurationError):
         locks.acquire_lock("../escape", "me")
 
@@ -166,6 +168,26 @@ def test_locks_of_dead_or_expired_holders_are_broken(tmp_path: Path) -> None:
     assert locks.is_locked("alive")
     _write_lock(tmp_path / "remote.lock", hostname="another-host", pid=1)
     assert locks.is_locked("remote")  # another host's pid cannot be checked from here
+
+
+def _start_of(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    return int(fields[19])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process start times come from /proc")
+def test_a_lock_whose_pid_was_reused_by_another_process_is_broken(tmp_path: Path) -> None:
+    locks = FileSystemLockManager(tmp_path)
+    # The pid is alive (this process), but the lock records another start time: the holder
+    # that wrote it died and its pid went to a new process, as happens after a reboot or a
+    # wrap-around of pids.
+    _write_lock(tmp_path / "reused.lock", started=_start_of(os.getpid()) - 1)
+    assert not locks.is_locked("reused")
+    assert not (tmp_path / "reused.lock").exists()
+    _write_lock(tmp_path / "same.lock", started=_start_of(os.getpid()))
+    assert locks.is_locked("same")
+    _write_lock(tmp_path / "older-fluvial.lock")  # no start time recorded: pid check only
+    assert locks.is_locked("older-fluvial")
 
 
 def test_unwritten_lock_files_are_broken_only_after_a_grace_period(tmp_path: Path) -> None:

@@ -39,6 +39,9 @@ class LockInfo:
     pid: int
     hostname: str
     expiration: dt.datetime | None
+    #: When the holder process started (Linux clock ticks since boot); None where unknown.
+    #: A live process with this pid but another start time reused the pid of a dead holder.
+    started: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +57,45 @@ def _parse(raw: bytes) -> LockInfo | None:
     try:
         data = orjson.loads(raw)
         expiration = data["expiration"]
+        started = data.get("started")  # absent in locks of fluvial versions before it
         return LockInfo(
             holder=str(data["holder"]),
             pid=int(data["pid"]),
             hostname=str(data["hostname"]),
             expiration=None if expiration is None else dt.datetime.fromisoformat(expiration),
+            started=None if started is None else int(started),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+
+
+def _process_start(pid: int) -> int | None:
+    """Return when process *pid* started, in clock ticks since boot (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            # Field 22 of the line; counting starts after the parenthesised command name,
+            # which may itself contain spaces or parentheses.
+            return int(file.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_own_start: list[int | None] = []  # this process's start time, read once
+
+
+def _this_process_start() -> int | None:
+    if not _own_start:
+        _own_start.append(_process_start(os.getpid()))
+    return _own_start[0]
+
+
+def _holder_alive(info: LockInfo) -> bool:
+    if not _pid_alive(info.pid):
+        return False
+    if info.started is None:
+        return True
+    current = _process_start(info.pid)
+    return current is None or current == info.started  # else: the pid now names another process
 
 
 def _pid_alive(pid: int) -> bool:
@@ -109,6 +143,7 @@ class FileLock:
                 "pid": os.getpid(),
                 "hostname": socket.gethostname(),
                 "expiration": None if expiration is None else expiration.isoformat(),
+                "started": _this_process_start(),
                 "nonce": secrets.token_hex(8),
             }
         )
@@ -140,13 +175,17 @@ class FileLock:
         return LockState(raw, (stat.st_ino, stat.st_mtime_ns), _parse(raw))
 
     def is_stale(self, state: LockState) -> bool:
-        """Return True if the lock in *state* expired or its holder on this host is dead."""
+        """Return True if the lock in *state* expired or its holder on this host is dead.
+
+        A holder is dead when its pid is gone, a zombie, or (Linux) now names a process that
+        started at another time than the one that wrote the lock: pids are reused.
+        """
         info = state.info
         if info is None:
             return time.time() - state.identity[1] / 1e9 > _UNWRITTEN_GRACE_SECONDS
         if info.expiration is not None and info.expiration <= dt.datetime.now(dt.UTC):
             return True
-        return info.hostname == socket.gethostname() and not _pid_alive(info.pid)
+        return info.hostname == socket.gethostname() and not _holder_alive(info)
 
     def break_stale(self, state: LockState) -> None:
         """Remove the lock file if it is still the one *state* describes."""
