@@ -13,7 +13,7 @@ __all__ = ("RunConfig", "forget_converted", "run_config", "use_config")
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -54,9 +54,21 @@ def run_config() -> RunConfig:
         return shipped
     if "fluvial.settings" not in sys.modules and _nothing_configured():
         return _default_config()
-    from .settings import get_current_settings
+    return _from_settings(_settings_getter()())
 
-    return _from_settings(get_current_settings())
+
+_get_settings: Callable[[], Any] | None = None
+
+
+def _settings_getter() -> Callable[[], Any]:
+    # Imported once and kept: "from .settings import ..." inside run_config ran importlib's
+    # Python-level fromlist handling (fluvial.settings is a package), a microsecond per task.
+    global _get_settings
+    if _get_settings is None:
+        from .settings import get_current_settings
+
+        _get_settings = get_current_settings
+    return _get_settings
 
 
 def _nothing_configured() -> bool:
