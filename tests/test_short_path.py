@@ -66,22 +66,48 @@ async def _async_raises(x: int) -> int:
 
 _RUN_NAME = re.compile(r"subject-[0-9a-f]{3}")
 
-CASES: list[Callable[..., Any]] = [
-    _ok,
-    _raises,
-    _returns_failed,
-    _returns_states,
-    _returns_generator,
-    _async_ok,
-    _async_raises,
+
+def _positional_only(x: int, /, *rest: int) -> int:
+    return x + sum(rest)
+
+
+async def _async_dict(x: int) -> dict[str, int]:
+    return {"x": x}
+
+
+CASES: list[tuple[Callable[..., Any], dict[str, Any]]] = [
+    (_ok, {}),
+    (_ok, {"cache_result_in_memory": False}),
+    (_raises, {}),
+    (_returns_failed, {}),
+    (_returns_states, {}),
+    (_returns_generator, {}),
+    (_positional_only, {}),
+    (_async_ok, {}),
+    (_async_ok, {"cache_result_in_memory": False}),
+    (_async_dict, {}),
+    (_async_raises, {}),
 ]
 
 
-def _observe(fn: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
-    """Run *fn* as a task inside a flow and return everything a user could look at."""
+def _case_id(case: tuple[Callable[..., Any], dict[str, Any]]) -> str:
+    fn, options = case
+    return fn.__name__ + "".join(f"-{k}={v}" for k, v in options.items())
+
+
+def _call(the_task: Any, **how: Any) -> Any:
+    outcome = the_task(3, **how)
+    return asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+
+
+def _observe(
+    case: tuple[Callable[..., Any], dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> dict[str, Any]:
+    """Run the case's function as a task inside a flow; return all a user could look at."""
     caplog.clear()
     seen: dict[str, Any] = {}
-    the_task = task(fn, name="subject")
+    fn, options = case
+    the_task = task(fn, name="subject", **options)
     history: list[str] = []
 
     def record(event: RunEvent) -> None:
@@ -90,10 +116,11 @@ def _observe(fn: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> dict[s
 
     @flow(name="observer")
     def run_it() -> None:
-        state = the_task(3, return_state=True)
-        if asyncio.iscoroutine(state):
-            state = asyncio.run(state)
-        seen["state"] = state
+        try:  # a plain call: the value, or the exception as the caller sees it
+            seen["returned"] = _call(the_task)
+        except Exception as exc:
+            seen["raised"] = (type(exc), str(exc))
+        seen["state"] = state = _call(the_task, return_state=True)
         try:
             seen["value"] = state.result()
         except Exception as exc:
@@ -119,14 +146,16 @@ def _observe(fn: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> dict[s
     return seen
 
 
-@pytest.mark.parametrize("fn", CASES, ids=lambda fn: fn.__name__)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_short_path_matches_the_full_engine(
-    fn: Callable[..., Any], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    case: tuple[Callable[..., Any], dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="fluvial")
-    short = _observe(fn, caplog)
+    short = _observe(case, caplog)
     monkeypatch.setattr(task_engine, "takes_short_path", lambda *args: False)
-    full = _observe(fn, caplog)
+    full = _observe(case, caplog)
     assert short == full
 
 

@@ -6,7 +6,7 @@ task runs are never asked for either and each costs a microsecond (DESIGN.md, Pe
 
 from __future__ import annotations
 
-__all__ = ("FlowRun", "IdCell", "TaskRun")
+__all__ = ("FlowRun", "IdCell", "TaskRun", "new_cell")
 
 import time
 from collections.abc import Callable
@@ -25,18 +25,28 @@ _observer: Callable[[Any, State[Any]], None] | None = None
 
 
 class IdCell:
-    """Holds a run's id, made on first use; states point at the cell, not at the run."""
+    """Holds a run's id, made on first use; states point at the cell, not at the run.
+
+    Made with :func:`new_cell`: a cell has no ``__init__``, so making one runs no Python
+    frame (one is made per task run).
+    """
 
     __slots__ = ("value",)
 
-    def __init__(self) -> None:
-        self.value: uuid.UUID | None = None
+    value: uuid.UUID | None
 
     def get(self) -> uuid.UUID:
         """Return the id, making it on first use."""
         if self.value is None:
             self.value = new_id()
         return self.value
+
+
+def new_cell() -> IdCell:
+    """Return an empty id cell."""
+    cell = IdCell()
+    cell.value = None
+    return cell
 
 
 class _Run:
@@ -56,7 +66,7 @@ class _Run:
     )
 
     def __init__(self, parameters: dict[str, Any], tags: frozenset[str]) -> None:
-        self._cell = IdCell()
+        self._cell = new_cell()
         self._ids: tuple[Any, Any] = (None, None)  # set by the subclass
         self._name: str | None = None
         self.parameters = parameters
@@ -167,7 +177,8 @@ class TaskRun(_Run):
     ) -> None:
         # _Run.__init__ written out: a task run is made per task call, and the super() call
         # was a quarter of the cost. Keep the two in step.
-        self._cell = IdCell()
+        cell = self._cell = IdCell()
+        cell.value = None  # new_cell(), inlined
         self._name: str | None = None
         self.parameters = parameters
         self.tags = tags

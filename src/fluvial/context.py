@@ -39,6 +39,7 @@ class FlowRunContext:
 
     __slots__ = (
         "_memo",
+        "_task_persist",
         "flow",
         "flow_run",
         "log_prints",
@@ -65,6 +66,9 @@ class FlowRunContext:
         # Results of completed task runs, kept only for flows with retries so that a retry
         # re-runs just what did not complete.
         self._memo: dict[str, tuple[int, Any]] | None = {} if flow.retries else None
+        # Whether its tasks persist by default: decided at the first task that asks, like the
+        # flow's own persist_result is at its start (see engine.caching.persists).
+        self._task_persist: bool | None = None
 
     @classmethod
     def get(cls) -> FlowRunContext | None:

@@ -214,17 +214,19 @@ def plan_flow_results(flow: Any) -> ResultPlan:
 def persists(task: Task[..., Any], flow_ctx: FlowRunContext | None) -> bool:
     """Return whether a run of *task* starting now persists (and so caches) its result."""
     persist = task.persist_result
-    if persist is None:
-        # Order as in Prefect: the task's own setting, the tasks default, the flow's choice.
+    if persist is not None:
+        return persist
+    # Order as in Prefect: the task's own setting, the tasks default, the flow's choice.
+    if flow_ctx is None:
         config = run_config()
         persist = config.tasks_default_persist_result
-        if persist is None:
-            persist = (
-                flow_ctx.persist_result
-                if flow_ctx is not None
-                else config.results_persist_by_default
-            )
-    return bool(persist)
+        return bool(config.results_persist_by_default if persist is None else persist)
+    persist = flow_ctx._task_persist
+    if persist is None:
+        # Once per flow run: this is asked for every task call, and reading settings is not free.
+        default = run_config().tasks_default_persist_result
+        persist = flow_ctx._task_persist = flow_ctx.persist_result if default is None else default
+    return persist
 
 
 def plan_results(

@@ -8,7 +8,7 @@ run's ids on the state).
 
 from __future__ import annotations
 
-__all__ = ("completed_state", "failed_state", "give_up", "run_details", "run_logger")
+__all__ = ("PLAIN_TYPES", "completed_state", "failed_state", "give_up", "run_details", "run_logger")
 
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any
@@ -34,14 +34,15 @@ if TYPE_CHECKING:
 # A function that returns states (or a collection of them, first item a state) sets its run's
 # final state from them instead of completing with them as its value.
 _COLLECTIONS = (list, tuple, set)
-_PLAIN = frozenset({type(None), bool, int, float, str, bytes, dict})
+#: Values that are never states nor stand-ins: returned as they are, with nothing to inspect.
+PLAIN_TYPES = frozenset({type(None), bool, int, float, str, bytes, dict})
 
 
 def completed_state(task: Task[..., Any], run: TaskRun, value: Any) -> State[Any]:
     """Return the state for an attempt whose function returned *value*."""
     state: State[Any] | None = None
     kind = type(value)
-    if kind not in _PLAIN:  # most values are plain: nothing to unpack or inspect
+    if kind not in PLAIN_TYPES:  # most values are plain: nothing to unpack or inspect
         if kind is GeneratorType:
             # As in Prefect: a returned generator is consumed and its items kept as a list.
             value = list(value)

@@ -13,6 +13,7 @@ takes the full engine.
 from __future__ import annotations
 
 __all__ = (
+    "call_function",
     "end_crashed",
     "end_raised",
     "end_returned",
@@ -21,6 +22,7 @@ __all__ = (
     "takes_short_path",
 )
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..concurrency._tags import any_tag_limited
@@ -68,7 +70,12 @@ def takes_short_path(
         return False
     if run.tags and any_tag_limited(run.tags):
         return False
-    return not needs_resolution(parameters, None) and not persists(task, flow_ctx)
+    if parameters and needs_resolution(parameters, None):
+        return False
+    persist = task.persist_result
+    if persist is None and flow_ctx is not None:
+        persist = flow_ctx._task_persist  # persists() decides it once per flow run
+    return not (persists(task, flow_ctx) if persist is None else persist)
 
 
 def run_short_sync(
@@ -80,9 +87,8 @@ def run_short_sync(
     """Run a vouched-for task run in this thread and return its final state."""
     token = start_short(task, run, parameters)
     try:
-        args, kwargs = task._signature.to_call(parameters)
         try:
-            value = task.fn(*args, **kwargs)
+            value = call_function(task, parameters)
         except Exception as exc:
             return end_raised(task, run, exc, flow_ctx)
         return end_returned(task, run, value, flow_ctx)
@@ -91,6 +97,15 @@ def run_short_sync(
         raise
     finally:
         _reset_task_context(token)
+
+
+def call_function(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
+    """Call the task's function with *parameters* (bound, so they fit its signature)."""
+    signature = task._signature
+    if signature.simple:  # no positional-only, *args or **kwargs: the names are the keywords
+        return task.fn(**parameters)
+    args, kwargs = signature.to_call(parameters)
+    return task.fn(*args, **kwargs)
 
 
 def start_short(task: Task[..., Any], run: TaskRun, parameters: dict[str, Any]) -> Any:
@@ -109,7 +124,8 @@ def end_returned(
     state = completed_state(task, run, value)
     if state.type is StateType.FAILED:  # the function returned a failed state
         state = give_up(task, run, state, flow_ctx)
-    run.finish(state)
+    run._end = time.time()  # run.finish(state), inlined: this is every successful run's path
+    run.set_state(state)
     return state
 
 

@@ -32,6 +32,7 @@ __all__ = (
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncGenerator, Generator, Iterable
 from types import AsyncGeneratorType, CoroutineType
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,10 +42,11 @@ from ..concurrency._tags import tag_slots
 from ..context import (
     FlowRunContext,
     TaskRunContext,
-    _current_tags,
     _flow_run_context,
     _reset_task_context,
     _set_task_context,
+    _tags,
+    _task_run_context,
 )
 from ..exceptions import (
     ConcurrencySlotAcquisitionError,
@@ -77,14 +79,15 @@ from .effects import (
 )
 from .lifecycle import call_hooks, crash_state, note_failure, retry_wait, should_retry
 from .naming import render_run_name
+from .outcomes import PLAIN_TYPES as _PLAIN
 from .outcomes import completed_state, failed_state, give_up, run_details, run_logger
 from .resolve import needs_resolution, resolve_parameters, unfinished_upstream
 from .short_path import (
+    call_function,
     end_crashed,
     end_raised,
     end_returned,
     run_short_sync,
-    start_short,
     takes_short_path,
 )
 
@@ -93,6 +96,7 @@ if TYPE_CHECKING:
     from ..tasks import Task
 
 _engine_logger = logging.getLogger("fluvial.engine")
+COMPLETED = StateType.COMPLETED
 ReturnType = Literal["result", "state"]
 
 
@@ -103,7 +107,7 @@ def new_task_run(task: Task[..., Any], parameters: dict[str, Any], pending: bool
     starts running at once, so it skips that state and its cost.
     """
     flow_ctx = _flow_run_context.get()
-    tags = _current_tags()
+    tags = _tags.get()
     if task.tags:
         tags = tags | task.tags
     flow_run_id = None
@@ -124,7 +128,7 @@ def run_task_sync(
     task_run: TaskRun | None = None,
 ) -> Any:
     """Run a task in the calling thread and return its result (or final state)."""
-    run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
+    run = task_run if task_run is not None else new_task_run(task, parameters, False)
     flow_ctx = _flow_run_context.get()
     if takes_short_path(task, run, parameters, wait_for, flow_ctx):
         state = run_short_sync(task, run, parameters, flow_ctx)
@@ -143,17 +147,23 @@ async def run_task_async(
     """Run a task on the running event loop and return its result (or final state)."""
     # The run record is made when the coroutine starts, not when it is created: code that
     # creates thousands of coroutines before gathering them should not hold thousands of runs.
-    run = task_run if task_run is not None else new_task_run(task, parameters, pending=False)
+    run = task_run if task_run is not None else new_task_run(task, parameters, False)
     flow_ctx = _flow_run_context.get()
     if not takes_short_path(task, run, parameters, wait_for, flow_ctx):
         state = await drive_async(task_steps(task, run, parameters, wait_for))
         return _outcome(run, state, return_type)
-    # The short path, inlined here rather than awaited: one coroutine per run is the budget.
-    token = start_short(task, run, parameters)
+    # The short path, inlined here rather than awaited: one coroutine per run is the budget,
+    # and the start of start_short() is written out too (Python calls are most of the cost).
+    run.parameters = parameters
+    token = _task_run_context.set(TaskRunContext(task, run, parameters, False))
+    run.run_count += 1
+    run.set_state(State(StateType.RUNNING))
     try:
-        args, kwargs = task._signature.to_call(parameters)
         try:
-            value = task.fn(*args, **kwargs)
+            if task._signature.simple:  # call_function(), written out for the common case
+                value = task.fn(**parameters)
+            else:
+                value = call_function(task, parameters)
             if value.__class__ is CoroutineType or inspect.isawaitable(value):
                 value = await value
             elif value.__class__ is AsyncGeneratorType:  # run to completion, items kept
@@ -161,12 +171,20 @@ async def run_task_async(
         except Exception as exc:
             state = end_raised(task, run, exc, flow_ctx)
         else:
-            state = end_returned(task, run, value, flow_ctx)
+            if value.__class__ in _PLAIN and task.cache_result_in_memory:
+                # end_returned() for a plain value, written out.
+                state = State(COMPLETED, None, None, value)  # positional: cheaper to bind
+                run._end = time.time()
+                run.set_state(state)
+            else:
+                state = end_returned(task, run, value, flow_ctx)
     except BaseException as exc:  # cancellation too: recorded as Cancelled, then re-raised
         end_crashed(run, exc)
         raise
     finally:
-        _reset_task_context(token)
+        _task_run_context.reset(token)
+    if state.data.__class__ in _PLAIN and return_type == "result" and state.type is COMPLETED:
+        return state.data  # what _outcome() would return, without its two calls
     return _outcome(run, state, return_type)
 
 
