@@ -2,12 +2,13 @@
 
 Most task calls have no upstream futures, no caching, no retries, no timeout, no hooks, no run
 name template, no print capture and no tag limit. For them the full engine
-(:func:`~fluvial.engine.task_engine.task_steps`: two generators driven by a coroutine) costs
+(:func:`~fluvial.engine.task_steps.task_steps`: two generators driven by a coroutine) costs
 more than the rest of the run, and the async budget (≤ 2× ``asyncio.gather``) cannot be met
-through it. :func:`takes_short_path` vouches for a run; :func:`run_short_sync` (and
-``run_task_async``, which inlines the async twin to save a coroutine per run) then give it the
-same states, context, failure note and log line the full engine would. Anything not vouched for
-takes the full engine.
+through it. :func:`takes_short_path` vouches for a run; ``run_task_sync`` and ``run_task_async``
+then run it themselves, written out (a Python call costs as much as a step of the run), with
+the helpers below for the less common endings, and give it the same states, context, failure
+note and log line the full engine would (tests/test_short_path.py compares the two). Anything
+not vouched for takes the full engine.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ __all__ = (
     "end_crashed",
     "end_raised",
     "end_returned",
-    "run_short_sync",
-    "start_short",
     "takes_short_path",
 )
 
@@ -26,7 +25,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..concurrency._tags import any_tag_limited
-from ..context import TaskRunContext, _reset_task_context, _task_run_context
 from ..states import State, StateType
 from .caching import persists
 from .lifecycle import crash_state
@@ -78,27 +76,6 @@ def takes_short_path(
     return not (persists(task, flow_ctx) if persist is None else persist)
 
 
-def run_short_sync(
-    task: Task[..., Any],
-    run: TaskRun,
-    parameters: dict[str, Any],
-    flow_ctx: FlowRunContext | None,
-) -> State[Any]:
-    """Run a vouched-for task run in this thread and return its final state."""
-    token = start_short(task, run, parameters)
-    try:
-        try:
-            value = call_function(task, parameters)
-        except Exception as exc:
-            return end_raised(task, run, exc, flow_ctx)
-        return end_returned(task, run, value, flow_ctx)
-    except BaseException as exc:
-        end_crashed(run, exc)
-        raise
-    finally:
-        _reset_task_context(token)
-
-
 def call_function(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
     """Call the task's function with *parameters* (bound, so they fit its signature)."""
     signature = task._signature
@@ -106,15 +83,6 @@ def call_function(task: Task[..., Any], parameters: dict[str, Any]) -> Any:
         return task.fn(**parameters)
     args, kwargs = signature.to_call(parameters)
     return task.fn(*args, **kwargs)
-
-
-def start_short(task: Task[..., Any], run: TaskRun, parameters: dict[str, Any]) -> Any:
-    """Enter the run's context and make it Running; return the token that leaves the context."""
-    run.parameters = parameters
-    token = _task_run_context.set(TaskRunContext(task, run, parameters, False))
-    run.run_count += 1
-    run.set_state(State(StateType.RUNNING))
-    return token
 
 
 def end_returned(
