@@ -259,11 +259,14 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._pending[future] = job
         upstream = (
             unfinished_upstream(parameters, wait_for)
-            if needs_resolution(parameters, wait_for)
+            if (parameters or wait_for) and needs_resolution(parameters, wait_for)
             else None
         )
+        pool = self._pool
         if upstream:
             _when_all_done(upstream, lambda: self._dispatch(job))
+        elif pool is not None and self._started:
+            pool.submit(job)  # _dispatch(job) for a started pool: a call fewer per task
         else:
             self._dispatch(job)
         return future
