@@ -241,6 +241,20 @@ def test_a_dependency_chain_moves_values_worker_to_worker(runner: RayTaskRunner)
     assert _wait_until(lambda: not set(_driver_references()) - before)
 
 
+def test_a_run_that_finishes_out_of_order_is_seen_while_older_ones_run(
+    runner: RayTaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fluvial.runners import _ray_watch
+
+    # The finisher watches only the oldest outstanding run; the quick one is found by a sweep.
+    monkeypatch.setattr(_ray_watch, "_WINDOW", 1)
+    slow = runner.submit(big_after, {"seconds": 5.0})
+    quick = runner.submit(add, {"x": 1, "y": 2})
+    assert quick.result(timeout=SAFETY) == 3
+    assert not slow.done()  # seen before the oldest run finished, not after it
+    assert len(slow.result(timeout=SAFETY)) == MB
+
+
 def _driver_references() -> dict[Any, Any]:
     import ray
 

@@ -107,7 +107,7 @@ class RayTaskRunner(TaskRunner):
         except BaseException:
             self._started = False
             raise
-        self._finisher = Finisher(self._complete)
+        self._finisher = Finisher(self._ray, self._complete)
         return self
 
     def __exit__(self, exc_type: object = None, *rest: object) -> None:
