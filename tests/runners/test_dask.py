@@ -339,6 +339,28 @@ def test_map_unmapped_and_async_tasks(runner: DaskTaskRunner) -> None:
     assert mapping() == ([11, 12, 13], [22, 24, 26])
 
 
+@task
+async def overlapping(name: str) -> tuple[str, int]:
+    await asyncio.sleep(0.3)  # the runs on the worker's other threads overlap this one
+    return name, threading.get_ident()
+
+
+def test_async_runs_overlap_on_a_threaded_worker_each_thread_with_its_loop() -> None:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=3, processes=True, dashboard_address=":0"
+    ) as cluster:
+
+        @flow(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        def overlapped() -> list[tuple[str, int]]:
+            futures = [overlapping.submit(name) for name in "abcdef"]
+            wait(futures)
+            return [f.result() for f in futures]
+
+        results = overlapped()
+    assert [name for name, _ in results] == list("abcdef")
+    assert len({thread for _, thread in results}) > 1  # they did run in several threads
+
+
 def test_finished_dask_futures_are_released(
     runner: DaskTaskRunner, observer: distributed.Client
 ) -> None:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..futures import Future
 from ._dask_worker import run_on_worker
-from ._remote import RemoteOutcome, Submission, capture_submission
+from ._ray_engine import outcome_reply
+from ._remote import Submission, capture_submission
 
 if TYPE_CHECKING:
     import distributed
@@ -75,7 +76,7 @@ class Job:
         self.submission: Submission = capture_submission()  # in the submitting thread
         self.call: tuple[Any, ...] = ()  # run_on_worker's arguments but the upstream outcomes
         self.sent = False  # queued for (or on) the cluster
-        self.dask_future: distributed.Future[RemoteOutcome] | None = None
+        self.dask_future: distributed.Future[bytes] | None = None
         # The runs of this runner whose outcomes this one takes, then their Dask futures.
         self.upstream: list[Any] = []
         self.attempt = 0
@@ -154,7 +155,7 @@ class LoopSide:
             if dask_future is not None and dask_future.status not in ("error", "cancelled"):
                 upstream.append(dask_future)
             elif source.finished:  # its outcome, in place of the released Dask future
-                upstream.append(RemoteOutcome(source.future.state, 0, source.run.name))
+                upstream.append(outcome_reply(source.future.state, source.run.name))
             else:
                 return  # delivered as DEFER
         key = f"{job.task.name}-{job.run.id.hex}"

@@ -3,8 +3,8 @@
 The flow process sends :func:`run_on_worker` with the run's name, the pickled task and flow
 context (with their digests, so each worker unpickles them once) and the run's own message.
 Upstream runs of the same runner travel as Dask futures among the Dask task's arguments; Dask
-resolves them to their :class:`RemoteOutcome` before the call, and the payload refers to them
-by :class:`Slot`.
+resolves them to their replies (pickled final states) before the call, and the payload refers
+to them by :class:`Slot`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..engine.resolve import resolve_parameters
 from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import FutureList
 from ..states import Failed, NotReady
-from ._remote import RemoteOutcome, run_payload
+from ._ray_worker import upstream_state
 from ._shipping import unpack
 
 _ATOMIC = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -60,16 +60,18 @@ def substitute(value: Any, leaf_type: type, leaf: Callable[[Any], Any]) -> Any:
     return value
 
 
-def run_on_worker(header: bytes, *upstream: RemoteOutcome) -> RemoteOutcome:
-    """Run one task run on a Dask worker; *upstream* are the outcomes its slots refer to.
+def run_on_worker(header: bytes, *upstream: bytes) -> bytes:
+    """Run one task run on a Dask worker; *upstream* are the replies its slots refer to.
 
     *header* holds, plainly pickled, the run's name, the task and flow context (each pickled
     once per runner, see :mod:`fluvial.runners._shipping`) and the run's own message: one
-    bytes argument, which Dask passes along cheaper than several.
+    bytes argument, which Dask passes along cheaper than several. The reply is the one the
+    Ray runner's workers send (see :func:`~fluvial.runners._ray_engine.run_engine`): the final
+    state as plain values, which pickle and travel several times cheaper than the state.
     """
     import pickle
 
-    import cloudpickle
+    from ._ray_engine import outcome_reply, run_engine
 
     run_name, task, context, message = pickle.loads(header)  # bytes and str only
     try:
@@ -80,30 +82,14 @@ def run_on_worker(header: bytes, *upstream: RemoteOutcome) -> RemoteOutcome:
             f"{type(exc).__name__}: {exc}. The task's module must be importable on the workers "
             "(install it there), or be registered with cloudpickle.register_pickle_by_value."
         )
-        return RemoteOutcome(Failed(data=error, message=str(error)), 0, run_name)
+        return outcome_reply(Failed(data=error, message=str(error)), run_name)
     if upstream:
-        states = [outcome.state for outcome in upstream]
+        states = [upstream_state(reply) for reply in upstream]
         payload.parameters = substitute(payload.parameters, Slot, lambda s: states[s.index])
         wait_for = substitute(wait_for, Slot, lambda s: states[s.index])
     if wait_for:
         try:
             resolve_parameters({}, wait_for)
         except UpstreamTaskError as exc:
-            return RemoteOutcome(NotReady(message=str(exc)), 0, run_name)
-    outcome = run_payload(payload)
-    if outcome.logs:
-        try:
-            cloudpickle.dumps(outcome.logs)
-        except Exception:  # a record carries something unpicklable: send the others
-            outcome.logs = [record for record in outcome.logs if _picklable(record)]
-    return outcome
-
-
-def _picklable(value: object) -> bool:
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(value)
-    except Exception:
-        return False
-    return True
+            return outcome_reply(NotReady(message=str(exc)), run_name)
+    return run_engine(payload, context[0])

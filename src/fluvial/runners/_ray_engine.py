@@ -1,13 +1,15 @@
-"""The Ray worker's memory between Ray tasks, so a run costs little more than its engine.
+"""The memory a Ray or Dask worker keeps between task runs, so a run costs little more than its
+engine.
 
-Ray runs a worker's tasks one after another in its main thread. What many runs share is built
-once per worker process, as the process runner's workers do (see
-:mod:`fluvial.runners._process_worker`, whose pieces this reuses): the log handler that
+What many runs share is built once per worker process, as the process runner's workers do
+(see :mod:`fluvial.runners._process_worker`, whose pieces this reuses): the log handler that
 collects a run's records (adding and removing a handler, and setting the ``fluvial`` logger's
-level, clear the cache of every logger in the process, and a Ray worker has many), the flow
-run stand-in with its thread runner for tasks that submit tasks (kept per flow context
-digest), and an event loop for async tasks. The outcome goes back as plain values, which pickle
-several times faster than the state object.
+level, clear the cache of every logger in the process, and a Ray or Dask worker has many).
+What a run may not share with a run in another thread is kept per thread: the flow run
+stand-ins with their thread runners for tasks that submit tasks (per flow context digest),
+and an event loop for async tasks. Ray runs a worker's tasks one after another in its main
+thread; a Dask worker may run several at once, one per thread of its pool. The outcome goes
+back as plain values, which pickle several times faster than the state object.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ from ._process_worker import _Context, _reply, _Worker
 if TYPE_CHECKING:
     from ._remote import TaskPayload
 
-# Flow contexts kept per worker; a new flow run (or attempt) brings a new one.
+# Flow contexts kept per thread; a new flow run (or attempt) brings a new one.
 _CONTEXTS = 8
-_contexts: OrderedDict[bytes, _Context] = OrderedDict()
-_worker: _Worker | None = None
+_local = threading.local()
 _lock = threading.Lock()
+_handler_installed = False
+
+
+class _ThreadWorker(_Worker):
+    """A thread's share of the worker: its own event loop; the process's log handler."""
+
+    def __init__(self) -> None:  # _Worker() would add a second handler: records twice
+        self.tasks = {}
+        self.contexts = {}
+        self.loop = None
 
 
 def run_engine(payload: TaskPayload, context_digest: bytes) -> bytes:
@@ -68,18 +79,27 @@ def outcome_reply(state: State[Any], run_name: str | None) -> bytes:
 
 
 def _hydrated(payload: TaskPayload, digest: bytes) -> tuple[_Worker, _Context]:
-    """Return this process's worker memory and the hydrated flow context *digest* names."""
-    global _worker
+    """Return this thread's worker memory and the hydrated flow context *digest* names."""
     from ._remote import Submission
 
+    memory: tuple[_Worker, OrderedDict[bytes, _Context]] | None = getattr(_local, "memory", None)
+    if memory is None:
+        memory = _local.memory = (_new_worker(), OrderedDict())
+    worker, contexts = memory
+    context = contexts.get(digest)
+    if context is None:
+        context = contexts[digest] = _Context(Submission(payload.flow, payload.config))
+        if len(contexts) > _CONTEXTS:
+            contexts.popitem(last=False)[1].close()
+    else:
+        contexts.move_to_end(digest)
+    return worker, context
+
+
+def _new_worker() -> _Worker:
+    """The first thread's worker installs the run log handler on the fluvial logger."""
+    global _handler_installed
     with _lock:
-        if _worker is None:
-            _worker = _Worker()  # installs the run log handler on the fluvial logger, once
-        context = _contexts.get(digest)
-        if context is None:
-            context = _contexts[digest] = _Context(Submission(payload.flow, payload.config))
-            if len(_contexts) > _CONTEXTS:
-                _contexts.popitem(last=False)[1].close()
-        else:
-            _contexts.move_to_end(digest)
-        return _worker, context
+        worker = _ThreadWorker() if _handler_installed else _Worker()
+        _handler_installed = True
+    return worker

@@ -41,12 +41,8 @@ from ._dask_client import dask_options, get_async_dask_client, get_dask_client, 
 from ._dask_loop import DEFER, Delivery, Job, LoopSide
 from ._dask_setup import check_arguments, connect, start_report
 from ._dask_worker import Slot, substitute
-from ._remote import (
-    RemoteOutcome,
-    crashed_outcome,
-    pickling_error,
-    replay_outcome,
-)
+from ._ray_watch import outcome_state
+from ._remote import crashed_outcome, pickling_error
 from ._shipping import Packer
 from .base import TaskRunner
 from .thread import _when_all_done
@@ -315,8 +311,8 @@ class DaskTaskRunner(TaskRunner):
                 self._finish(job, state)
 
     def _final_state(self, job: Job, got: object) -> State[Any] | None:
-        if isinstance(got, RemoteOutcome):
-            return replay_outcome(job.run, got)
+        if isinstance(got, bytes):  # the reply of run_on_worker
+            return outcome_state(job.run, got)
         key = job.dask_future.key if job.dask_future is not None else job.run.name
         if got is None:
             return crashed_outcome(job.run, f"Dask cancelled task run {job.run.name!r} ({key!r})")
