@@ -15,6 +15,7 @@ from __future__ import annotations
 __all__ = ("Finisher", "failure_state", "outcome_state")
 
 import logging
+import pickle
 import queue
 import re
 import threading
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SerializationError
 from ..states import Cancelled, Failed, State
+from ._process_worker import state_from_fields
 from ._remote import crashed_outcome
 
 if TYPE_CHECKING:
@@ -146,10 +148,6 @@ class Finisher:
 
 def outcome_state(run: TaskRun, blob: object) -> State[Any]:
     """Return the final state in a Ray task's reply (see ``_ray_engine``); replay its logs."""
-    import pickle
-
-    from ._process_worker import state_from_fields
-
     try:
         fields, run_count, run_name, records, _ = pickle.loads(blob)  # type: ignore[arg-type]
         state = state_from_fields(fields)

@@ -114,9 +114,33 @@ class Submission:
     config: RunConfig
 
 
+# The last submission captured, with what it was made from: the flow run (and its context
+# object), its attempt and the settings object. A flow run's snapshot does not change within an
+# attempt, so its runs share one: this runs for every submit. Only ids are kept of the flow run
+# context, which must not outlive its flow run here; the tuple is replaced whole (thread-safe).
+_last: tuple[int, object, int, RunConfig, Submission] | None = None
+
+
 def capture_submission() -> Submission:
     """Capture the flow run and settings in effect here, for a payload built later elsewhere."""
-    return Submission(_flow_snapshot(), run_config())
+    global _last
+    flow_ctx = _flow_run_context.get()
+    config = run_config()
+    flow_run = None if flow_ctx is None else flow_ctx.flow_run
+    run_id = None if flow_run is None else flow_run.id
+    attempt = 0 if flow_run is None else flow_run.run_count
+    last = _last
+    if (
+        last is not None
+        and last[0] == id(flow_ctx)
+        and last[1] == run_id
+        and last[2] == attempt
+        and last[3] is config
+    ):
+        return last[4]
+    submission = Submission(_flow_snapshot(), config)
+    _last = (id(flow_ctx), run_id, attempt, config, submission)
+    return submission
 
 
 def make_payload(

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._remote import Submission, TaskPayload, make_payload
+from ._remote import Submission, TaskPayload
 
 if TYPE_CHECKING:
     from .._runs import TaskRun
@@ -63,13 +63,12 @@ class Packer:
         self, run: TaskRun, task: Task[..., Any], parameters: dict[str, Any], wait_for: Any,
         submission: Submission,
     ) -> bytes:  # fmt: skip
-        """Return what is particular to *run*, pickled (raises if it cannot be pickled)."""
-        import cloudpickle
+        """Return what is particular to *run*, pickled (raises if it cannot be pickled): with
+        the standard pickler where it can (several times faster), cloudpickle where needed."""
+        from ._process_worker import dumps
 
-        payload = make_payload(task, run, parameters, submission)
-        own = (payload.task_run_id, payload.task_run_name, payload.tags, parameters, wait_for)
-        data: bytes = cloudpickle.dumps(own)
-        return data
+        name = run._name if task.task_run_name is None else None  # else named on the worker
+        return dumps((run.id, name, run.tags, parameters, wait_for))
 
     def clear(self) -> None:
         """Forget the pickled tasks and context (when the runner exits)."""

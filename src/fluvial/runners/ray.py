@@ -41,7 +41,7 @@ from ._ray_jobs import Call, Job, Linker, remote_options
 from ._ray_setup import connect
 from ._ray_watch import Finisher, failure_state, outcome_state
 from ._ray_worker import import_ray, remote_function, swap
-from ._remote import crashed_outcome, make_payload, pickling_error
+from ._remote import crashed_outcome, pickling_error
 from ._shipping import Packer
 from .base import TaskRunner
 from .thread import _when_all_done
@@ -194,8 +194,9 @@ class RayTaskRunner(TaskRunner):
     def _prepare(self, job: Job) -> Call | State[Any] | list[Future[Any]]:
         """Build the Ray task's arguments; or the futures to wait for; or a final state."""
         parameters, wait_for = job.parameters, job.wait_for
-        link = Linker(self._jobs)
+        link = None
         if needs_resolution(parameters, wait_for):
+            link = Linker(self._jobs)
             with self._lock:
                 parameters = {name: swap(value, link) for name, value in parameters.items()}
                 wait_for = [swap(item, link) for item in wait_for]
@@ -215,10 +216,12 @@ class RayTaskRunner(TaskRunner):
         except Exception as exc:
             failure = pickling_error(job.task, parameters, exc, "a Ray worker")
             return Failed(data=failure, message=str(failure))
-        job.sources = link.sources
         inline, box = (task_arg, None) if isinstance(task_arg, bytes) else (None, task_arg)
         # One bytes argument: Ray's cost per task grows with the number of arguments.
         header = pickle.dumps((digest, inline, context, blob), protocol=5)
+        if link is None:
+            return Call(header, box, [])
+        job.sources = link.sources
         return Call(header, box, link.refs)
 
     def _launch(self, job: Job, call: Call) -> None:
@@ -315,6 +318,6 @@ def _message(job: Job, parameters: dict[str, Any], wait_for: list[Any]) -> bytes
     """Return what is particular to *job*'s run, pickled as the worker's ``unpack`` reads it:
     with the standard pickler where it can (several times faster), cloudpickle where needed.
     """
-    payload = make_payload(job.task, job.run, parameters, job.submission)
-    own = (payload.task_run_id, payload.task_run_name, payload.tags, parameters, wait_for)
-    return dumps(own)
+    run = job.run
+    name = run._name if job.task.task_run_name is None else None  # else named on the worker
+    return dumps((run.id, name, run.tags, parameters, wait_for))
