@@ -258,10 +258,25 @@ def _reply(
         state = _portable(state, task_name)  # explains an unpicklable return value
     try:
         return dumps((state_fields(state), run_count, run_name, records, seconds))
-    except Exception as exc:  # the state travels, but some log record does not
-        error = SerializationError(f"task {task_name!r}: its log records cannot be sent: {exc}")
+    except Exception:  # the state travels, but some log record (an `extra=` value) does not
+        plain = [_plain_record(record) for record in records]
+    try:
+        return dumps((state_fields(state), run_count, run_name, plain, seconds))
+    except Exception as exc:
+        error = SerializationError(f"task {task_name!r}: its outcome cannot be sent: {exc}")
         failed = Failed(data=error, message=str(error))
         return dumps((state_fields(failed), run_count, run_name, [], seconds))
+
+
+def _plain_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Return *record* with every value that may not pickle replaced by its repr."""
+    return {
+        key: value if value is None or type(value) in _PLAIN_LOG_VALUES else repr(value)
+        for key, value in record.items()
+    }
+
+
+_PLAIN_LOG_VALUES = frozenset({str, int, float, bool})
 
 
 StateFields = tuple[str, str, str | None, Any, float, StateDetails | None]

@@ -28,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -204,6 +205,13 @@ def chatty_with_timeout(count: int) -> int:
     logger = get_run_logger()
     for number in range(count):
         logger.info("conformance log line %d", number)
+    return count
+
+
+@task
+def chatty_with_unpicklable_extra(count: int) -> int:
+    # A lock cannot be pickled: the record must still reach the flow process, as text.
+    get_run_logger().info("conformance log with extra", extra={"handle": threading.Lock()})
     return count
 
 
@@ -694,6 +702,21 @@ class RunnerConformance:
     ) -> None:
         """Logs arrive too from a task with ``timeout_seconds`` (which may run on a helper)."""
         self._check_logs_arrive(runner, caplog, chatty_with_timeout)
+
+    def test_a_log_record_that_cannot_be_pickled_arrives_as_text(
+        self, runner: TaskRunner, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An ``extra=`` value that cannot travel neither fails the run nor loses the record."""
+        caplog.set_level(logging.INFO, logger="fluvial")
+
+        @flow(task_runner=runner)
+        def logging_flow() -> int:
+            result: int = _submit(chatty_with_unpicklable_extra, 4).result()
+            return result
+
+        assert logging_flow() == 4
+        [record] = [r for r in caplog.records if r.getMessage() == "conformance log with extra"]
+        assert "lock" in str(getattr(record, "handle", "")).lower()
 
     @staticmethod
     def _check_logs_arrive(
