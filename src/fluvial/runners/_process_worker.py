@@ -22,7 +22,16 @@ once per worker, so a run costs little more than the task engine itself.
 
 from __future__ import annotations
 
-__all__ = ("CONTEXT", "RUN", "TASK", "dumps", "state_fields", "state_from_fields", "worker_main")
+__all__ = (
+    "CONTEXT",
+    "RUN",
+    "TASK",
+    "adopt_reply",
+    "dumps",
+    "state_fields",
+    "state_from_fields",
+    "worker_main",
+)
 
 import contextlib
 import contextvars
@@ -293,6 +302,18 @@ def state_from_fields(fields: StateFields) -> State[Any]:
     state: State[Any] = State(StateType[type_name], name, message, data, details)
     state._ts = timestamp
     return state
+
+
+def adopt_reply(
+    run: Any, run_count: int, run_name: str | None, records: list[dict[str, Any]]
+) -> None:
+    """Give *run* (in the flow process) what its worker reported: attempts, name and logs."""
+    run.run_count = run_count
+    if run_name is not None:
+        run.name = run_name
+    for record in records:  # re-emitted here, in order, as if logged in this process
+        emitted = logging.makeLogRecord(record)
+        logging.getLogger(emitted.name).handle(emitted)
 
 
 def _unloadable_task(exc: Exception, run_name: str | None) -> bytes:

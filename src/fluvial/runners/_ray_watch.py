@@ -14,7 +14,6 @@ from __future__ import annotations
 
 __all__ = ("Finisher", "failure_state", "outcome_state")
 
-import logging
 import pickle
 import queue
 import re
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import SerializationError
 from ..states import Cancelled, Failed, State
-from ._process_worker import state_from_fields
+from ._process_worker import adopt_reply, state_from_fields
 from ._remote import crashed_outcome
 
 if TYPE_CHECKING:
@@ -156,12 +155,7 @@ def outcome_state(run: TaskRun, blob: object) -> State[Any]:
             f"the outcome of task run {run.name!r} cannot be unpickled in the flow process: {exc}"
         )
         return Failed(data=error, message=str(error))
-    run.run_count = run_count
-    if run_name is not None:
-        run.name = run_name
-    for record in records:  # re-emitted here, in order, as if logged in this process
-        emitted = logging.makeLogRecord(record)
-        logging.getLogger(emitted.name).handle(emitted)
+    adopt_reply(run, run_count, run_name, records)
     return state
 
 

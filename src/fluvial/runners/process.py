@@ -17,7 +17,6 @@ from __future__ import annotations
 __all__ = ("ProcessPoolTaskRunner",)
 
 import itertools
-import logging
 import multiprocessing
 import os
 import pickle
@@ -32,7 +31,7 @@ from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import Future
 from ..states import Cancelled, Failed, NotReady, State
 from ._process_pool import ProcessPool
-from ._process_worker import RUN, dumps, state_from_fields
+from ._process_worker import RUN, adopt_reply, dumps, state_from_fields
 from ._remote import Submission, capture_submission, crashed_outcome, pickling_error
 from .base import NOT_STARTED, TaskRunner
 from .thread import _when_all_done
@@ -294,13 +293,7 @@ class ProcessPoolTaskRunner(TaskRunner):
                 f"unpickled in the flow process: {type(exc).__name__}: {exc}"
             )
             state, run_count, run_name, records, seconds = Failed(data=error), 0, None, [], 0.0
-        run = job.run
-        run.run_count = run_count
-        if run_name is not None:
-            run.name = run_name
-        for record in records:  # re-emitted here, in order, as if logged in this process
-            emitted = logging.makeLogRecord(record)
-            logging.getLogger(emitted.name).handle(emitted)
+        adopt_reply(job.run, run_count, run_name, records)
         self._finish(job, state)
         return state, seconds
 
