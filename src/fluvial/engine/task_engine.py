@@ -119,7 +119,8 @@ async def run_task_async(
         state = await drive_async(task_steps(task, run, parameters, wait_for))
         return _outcome(run, state, return_type)
     # The short path, inlined here rather than awaited: one coroutine per run is the budget,
-    # and the start of start_short() is written out too (Python calls are most of the cost).
+    # and its steps are written out (Python calls are most of the cost). run_task_sync is
+    # its twin: keep the two alike.
     run.parameters = parameters
     token = _task_run_context.set(TaskRunContext(task, run, parameters, False))
     run.run_count += 1
