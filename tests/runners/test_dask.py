@@ -382,6 +382,40 @@ def test_finished_dask_futures_are_released(
     assert many() == []
 
 
+def test_a_run_that_finishes_out_of_order_is_seen_while_older_ones_run(
+    runner: DaskTaskRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fluvial.runners import _dask_loop
+
+    # The loop reads the status of the oldest run only; the quick one is found by a sweep.
+    monkeypatch.setattr(_dask_loop, "_WINDOW", 1)
+
+    @flow(task_runner=runner)
+    def mixed() -> tuple[int, bool, float]:
+        slow = nap.submit(4.0)
+        quick = add.submit(1, 2)
+        value = quick.result(timeout=30)
+        return value, slow.done(), slow.result()
+
+    assert mixed() == (3, False, 4.0)  # seen before the oldest run finished, not after it
+
+
+def test_runs_sent_in_one_burst_keep_their_own_arguments_and_keys(
+    runner: DaskTaskRunner, observer: distributed.Client
+) -> None:
+    @flow(task_runner=runner)
+    def burst() -> tuple[list[int], list[str]]:
+        futures = add.map(range(200), unmapped(1))  # queued faster than the loop submits them
+        return [f.result() for f in futures], [f.task_run_id.hex for f in futures]
+
+    with distributed.get_task_stream(client=observer) as stream:
+        values, ids = burst()
+    assert values == [i + 1 for i in range(200)]
+    # Each run is its own Dask task, named after the task and the run, in the dashboard too.
+    ran = {str(entry["key"]) for entry in stream.data}
+    assert {f"add-{run_id}" for run_id in ids} <= ran
+
+
 def test_dask_options_and_dask_annotate_place_tasks(
     runner: DaskTaskRunner, observer: distributed.Client
 ) -> None:
