@@ -29,7 +29,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from ._blocking import blocking_region, stepping_aside
-from .states import State
+from .states import Pending, State
 
 if TYPE_CHECKING:
     import uuid
@@ -64,8 +64,6 @@ class Future(Generic[R]):
         """The task run's current state: its final state once done, else the live one."""
         if self._final is not None:
             return self._final
-        from .states import Pending
-
         current = self.task_run.state
         return current if current is not None else Pending()
 

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._ids import new_id
 from .exceptions import (
     CancelledRun,
     CrashedRun,
@@ -196,8 +197,6 @@ class State(Generic[R]):
     def id(self) -> uuid.UUID:
         """A unique id for this state, made on first use."""
         if self._id is None:
-            from ._ids import new_id
-
             self._id = new_id()
         return self._id
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ("Slot", "run_on_worker", "substitute")
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..engine.resolve import resolve_parameters
 from ..exceptions import SerializationError, UpstreamTaskError
 from ..futures import FutureList
 from ..states import Failed, NotReady
+from ._ray_engine import outcome_reply, run_engine
 from ._ray_worker import upstream_state
 from ._shipping import unpack
 
@@ -69,10 +71,6 @@ def run_on_worker(header: bytes, *upstream: bytes) -> bytes:
     Ray runner's workers send (see :func:`~fluvial.runners._ray_engine.run_engine`): the final
     state as plain values, which pickle and travel several times cheaper than the state.
     """
-    import pickle
-
-    from ._ray_engine import outcome_reply, run_engine
-
     run_name, task, context, message = pickle.loads(header)  # bytes and str only
     try:
         payload, wait_for = unpack((task[0], lambda: task[1]), context, message)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import _shipped
 from .._runs import FlowRun, TaskRun
 from ..context import FlowRunContext, _flow_run_context, _tags
+from ..engine.task_engine import run_task_async, run_task_sync
 from ..exceptions import SerializationError
 from ..futures import wait
 from ..states import Failed, State, StateDetails, StateType
@@ -218,8 +219,6 @@ class _Worker:
         return state
 
     def _run_engine(self, task: Any, parameters: dict[str, Any], run: TaskRun) -> State[Any]:
-        from ..engine.task_engine import run_task_async, run_task_sync
-
         if not task.isasync:
             state: State[Any] = run_task_sync(task, parameters, None, "state", run)
             return state

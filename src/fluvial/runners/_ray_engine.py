@@ -23,8 +23,10 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .._runs import TaskRun
-from ..states import State, StateType
+from ..engine.lifecycle import crash_state
+from ..states import State, StateDetails, StateType
 from ._process_worker import _Context, _reply, _Worker
+from ._remote import Submission
 
 if TYPE_CHECKING:
     from ._remote import TaskPayload
@@ -51,9 +53,6 @@ def run_engine(payload: TaskPayload, context_digest: bytes) -> bytes:
     The reply is what the process runner's workers send: the final state's fields, the
     attempts made, the run's name, its log records and the seconds it took.
     """
-    from ..engine.lifecycle import crash_state
-    from ..states import StateDetails
-
     started = time.perf_counter()
     worker, context = _hydrated(payload, context_digest)
     task = payload.task
@@ -80,8 +79,6 @@ def outcome_reply(state: State[Any], run_name: str | None) -> bytes:
 
 def _hydrated(payload: TaskPayload, digest: bytes) -> tuple[_Worker, _Context]:
     """Return this thread's worker memory and the hydrated flow context *digest* names."""
-    from ._remote import Submission
-
     memory: tuple[_Worker, OrderedDict[bytes, _Context]] | None = getattr(_local, "memory", None)
     if memory is None:
         memory = _local.memory = (_new_worker(), OrderedDict())

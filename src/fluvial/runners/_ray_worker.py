@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..annotations import BaseAnnotation, quote
-from ..exceptions import MissingExtraError, SerializationError
+from ..engine.resolve import resolve_parameters
+from ..exceptions import MissingExtraError, SerializationError, UpstreamTaskError
 from ..futures import Future, FutureList
-from ..states import Failed, State
+from ..states import Failed, NotReady, State, StateDetails
+from ._process_worker import state_from_fields
+from ._ray_engine import outcome_reply, run_engine
 from ._shipping import unpack
 
 if TYPE_CHECKING:
@@ -91,8 +94,6 @@ def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -
     runs, resolved by Ray before the call. The outcome is the reply of
     :func:`~fluvial.runners._ray_engine.run_engine`.
     """
-    from ._ray_engine import outcome_reply, run_engine
-
     try:
         payload, wait_for, context_digest = _load(header, task_box, upstream)
     except Exception as exc:
@@ -104,10 +105,6 @@ def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -
         )
         return outcome_reply(Failed(data=error, message=str(error)), None)
     if wait_for:
-        from ..engine.resolve import resolve_parameters
-        from ..exceptions import UpstreamTaskError
-        from ..states import NotReady, StateDetails
-
         try:
             resolve_parameters({}, wait_for)
         except UpstreamTaskError as exc:
@@ -118,8 +115,6 @@ def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -
 
 def upstream_state(blob: bytes) -> State[Any]:
     """Return the final state in an upstream run's reply (see :func:`run_on_worker`)."""
-    from ._process_worker import state_from_fields
-
     fields = pickle.loads(blob)[0]  # cloudpickle's output loads with the standard unpickler
     return state_from_fields(fields)
 

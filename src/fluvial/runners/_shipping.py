@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._process_worker import dumps
 from ._remote import Submission, TaskPayload
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ class Packer:
     ) -> bytes:  # fmt: skip
         """Return what is particular to *run*, pickled (raises if it cannot be pickled): with
         the standard pickler where it can (several times faster), cloudpickle where needed."""
-        from ._process_worker import dumps
-
         name = run._name if task.task_run_name is None else None  # else named on the worker
         return dumps((run.id, name, run.tags, parameters, wait_for))
 
