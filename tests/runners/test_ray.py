@@ -101,6 +101,11 @@ def size_of_big_constant() -> int:
 
 
 @task
+def big_constant_plus(data: bytes) -> int:
+    return len(BIG_CONSTANT) + len(data)
+
+
+@task
 def die() -> None:
     os._exit(1)
 
@@ -279,6 +284,10 @@ def test_a_large_task_is_put_in_the_object_store_once(runner: RayTaskRunner) -> 
     sent = [entry[2] for entry in runner._blobs.values()]
     assert len(sent) == 1
     assert isinstance(sent[0], list)  # a boxed ObjectRef, not the bytes with every call
+    # The box and the outcome of an upstream run still in Ray travel side by side.
+    upstream = runner.submit(big_after, {"seconds": 0.5})
+    later = runner.submit(big_constant_plus, {"data": upstream})
+    assert later.result(timeout=SAFETY) == 256 * 1024 + MB
 
 
 def test_futures_nested_in_arguments_and_wait_for_are_resolved(runner: RayTaskRunner) -> None:

@@ -43,7 +43,7 @@ _SWEEP_STUCK = 0.1
 _SWEEP_COST_RATIO = 50
 # While more tasks than this are out, let a batch grow this long before reading it.
 _LINGER_ABOVE = 8
-_LINGER = 0.01
+_LINGER = 0.02
 
 
 class Finisher:

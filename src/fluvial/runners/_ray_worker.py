@@ -85,17 +85,18 @@ def remote_function(options: Mapping[str, object], name: str) -> Any:
     return _RAY_FUNCTION.options(**{"max_retries": 0, **options, "name": name})
 
 
-def run_on_worker(header: bytes, task_box: list[Any] | None, *upstream: bytes) -> bytes:
+def run_on_worker(header: bytes, *rest: Any) -> bytes:
     """The Ray task: run one task run's engine on this worker; return its pickled outcome.
 
-    *header* holds the task's digest, the pickled task when small (else *task_box* holds its
-    ``ObjectRef``, fetched only by a worker that has not seen the task), the pickled flow
-    context and the run's own message. *upstream* are the pickled outcomes of the upstream
-    runs, resolved by Ray before the call. The outcome is the reply of
+    *header* holds the task's digest, the pickled task when small (else the first of *rest*
+    is a list holding its ``ObjectRef``, fetched only by a worker that has not seen the task),
+    the pickled flow context and the run's own message. The others of *rest* are the pickled
+    outcomes of the upstream runs, resolved by Ray before the call. No argument stands empty:
+    each costs Ray a serialization on both sides. The outcome is the reply of
     :func:`~fluvial.runners._ray_engine.run_engine`.
     """
     try:
-        payload, wait_for, context_digest = _load(header, task_box, upstream)
+        payload, wait_for, context_digest = _load(header, rest)
     except Exception as exc:
         error = SerializationError(
             f"the task run could not be unpickled on the Ray worker: {type(exc).__name__}: "
@@ -119,10 +120,9 @@ def upstream_state(blob: bytes) -> State[Any]:
     return state_from_fields(fields)
 
 
-def _load(
-    header: bytes, task_box: list[Any] | None, upstream: tuple[bytes, ...]
-) -> tuple[TaskPayload, list[Any], bytes]:
+def _load(header: bytes, rest: tuple[Any, ...]) -> tuple[TaskPayload, list[Any], bytes]:
     digest, inline, context, message = pickle.loads(header)  # bytes only: plain pickle
+    task_box, upstream = (None, rest) if inline is not None else (rest[0], rest[1:])
 
     def task_bytes() -> bytes:
         if inline is not None:

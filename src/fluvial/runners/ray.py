@@ -227,7 +227,10 @@ class RayTaskRunner(TaskRunner):
     def _launch(self, job: Job, call: Call) -> None:
         try:
             function = self._function(job)
-            ref = function.remote(call.header, call.task_box, *call.upstream)
+            if call.task_box is None:
+                ref = function.remote(call.header, *call.upstream)
+            else:
+                ref = function.remote(call.header, call.task_box, *call.upstream)
         except Exception as exc:
             reason = f"Ray did not accept task run {job.run.name!r}: {exc}"
             self._finish(job, crashed_outcome(job.run, reason, exc))
