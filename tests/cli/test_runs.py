@@ -150,6 +150,14 @@ def test_resume_after_kill_9_from_another_directory_and_home(
     [killed] = list_runs(storage)
     assert killed.state_name == "Running"  # nobody was left to record the end
     run_id = str(killed.id)
+    # Its process was on this machine and is gone: the listings say so.
+    listing = shell("runs", "ls", "--storage", storage).out
+    assert "Running *" in listing
+    assert "* its process on this machine ended without recording an end" in listing
+    shown = shell("runs", "show", run_id, "--storage", storage).out
+    assert f"`fluvial runs resume {run_id}` finishes it" in " ".join(shown.split())
+    [listed] = json.loads(shell("runs", "ls", "--storage", storage, "--json").out)
+    assert listed["process_gone"] is True
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -218,6 +226,9 @@ def test_resume_refuses_a_run_that_is_still_running(
             assert time.monotonic() < deadline, "the task never started"
             time.sleep(0.05)
         [run] = list_runs(storage)
+        listing = shell("runs", "ls", "--storage", storage, "--json").out
+        assert json.loads(listing)[0]["process_gone"] is False  # alive: plainly Running
+        assert "Running *" not in shell("runs", "ls", "--storage", storage).out
         refused = shell("runs", "resume", str(run.id), "--storage", storage)
         assert_user_error(refused, f"is still running, in process {process.pid}")
         assert "--force" in refused.err
@@ -228,6 +239,7 @@ def test_resume_refuses_a_run_that_is_still_running(
         process.kill()
         process.wait(30)
     assert (marks / "nap-started").read_text() == "x", "the refused resume ran nothing"
+    assert "Running *" in shell("runs", "ls", "--storage", storage).out
 
 
 def test_show_cuts_long_task_lists_unless_all(cli: Callable[..., Result], storage: str) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..runs._resume import process_gone
 from ._output import format_duration, format_time, one_line
 
 if TYPE_CHECKING:
@@ -58,15 +59,22 @@ def runs_table(runs: Sequence[RunRecord], storage: str) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("tasks", overflow="fold", min_width=14)
     for run in runs:
+        gone = process_gone(run)
         table.add_row(
             str(run.id),
             run.flow_name,
             run.name,
-            state_style(run.state, run.state_name),
+            state_style(run.state, run.state_name) + (" [red]*[/]" if gone else ""),
             format_time(run.started),
             format_duration(_seconds(run.duration)),
             _counts(run.task_counts),
         )
+        if gone:  # short in the column, explained once under the table
+            table.caption = (
+                "[red]*[/] its process on this machine ended without recording an end: "
+                "`fluvial runs resume ID` finishes it"
+            )
+            table.caption_justify = "left"
     return table
 
 
@@ -106,6 +114,12 @@ def _header(run: RunRecord) -> str:
     if run.parameters_preview:
         shown = ", ".join(f"{k}={v}" for k, v in run.parameters_preview.items())
         lines.append(f"parameters: {_escape(shown)}")
+    if process_gone(run):
+        pid = run.attempts[-1].pid
+        lines.append(
+            f"[red]its process (pid {pid}) ended without recording an end[/]; "
+            f"`fluvial runs resume {run.id}` finishes it"
+        )
     if run.message and run.state != "COMPLETED":
         lines.append(f"[red]{_escape(one_line(run.message))}[/]")
     if run.result_ref:
@@ -165,4 +179,5 @@ def run_as_json(run: RunRecord) -> dict[str, Any]:
     # Parameter values may be anything (asdict would deep-copy them): keep their previews.
     data = dataclasses.asdict(dataclasses.replace(run, parameters=dict(run.parameters_preview)))
     data["duration"] = _seconds(run.duration)
+    data["process_gone"] = process_gone(run)
     return data

@@ -7,7 +7,7 @@ of the run gets one more attempt, with the history of the earlier ones kept.
 
 from __future__ import annotations
 
-__all__ = ("resume", "running_pid")
+__all__ = ("process_gone", "resume", "running_pid")
 
 import os
 import socket
@@ -15,6 +15,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..exceptions import FlowImportError, RunJournalError, RunStillRunning
+from ..storage._filelock import pid_alive
 from ._format import parse_run
 from ._journal import resuming
 from ._read import journal_location, read_raw
@@ -133,17 +134,23 @@ def _stored_outcome(key: str, location: StorageLocation, return_state: bool) -> 
 
 def running_pid(record: RunRecord) -> int | None:
     """Return the pid of a live process of this machine that is running *record*, if any."""
+    pid = _local_pid(record)
+    return pid if pid is not None and pid_alive(pid) else None
+
+
+def process_gone(record: RunRecord) -> bool:
+    """Whether *record* is unfinished and the process of this machine that ran it has ended
+    without recording an end (killed, crashed): only a resume will finish it."""
+    pid = _local_pid(record)
+    return pid is not None and not pid_alive(pid)
+
+
+def _local_pid(record: RunRecord) -> int | None:
+    """Return the pid of the unfinished last attempt of *record*, if another process of this
+    machine ran it (a process elsewhere cannot be looked at)."""
     if record.is_final or not record.attempts or os.name != "posix":
         return None  # os.kill(pid, 0) would end the process on Windows
     last = record.attempts[-1]
     if last.ended is not None or last.host != socket.gethostname() or last.pid == os.getpid():
-        return None
-    try:
-        os.kill(last.pid, 0)
-    except ProcessLookupError:
-        return None  # killed or crashed: the usual reason to resume
-    except PermissionError:
-        return last.pid  # alive, owned by someone else
-    except OSError:
         return None
     return last.pid

@@ -8,7 +8,7 @@ stale (same bytes, inode and mtime). So a lock created after the stale one is ne
 
 from __future__ import annotations
 
-__all__ = ("FileLock", "LockInfo", "LockState")
+__all__ = ("FileLock", "LockInfo", "LockState", "pid_alive")
 
 import datetime as dt
 import os
@@ -90,7 +90,7 @@ def _this_process_start() -> int | None:
 
 
 def _holder_alive(info: LockInfo) -> bool:
-    if not _pid_alive(info.pid):
+    if not pid_alive(info.pid):
         return False
     if info.started is None:
         return True
@@ -98,7 +98,8 @@ def _holder_alive(info: LockInfo) -> bool:
     return current is None or current == info.started  # else: the pid now names another process
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* of this machine runs (a zombie does not; on Windows: assume so)."""
     if sys.platform == "win32":
         return True  # os.kill(pid, 0) would terminate the process on Windows; rely on expiry
     if pid <= 0:
