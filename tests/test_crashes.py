@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,18 @@ CHILD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.fixture
+def sigint_not_ignored() -> Iterator[None]:
+    """Let children see Ctrl-C: a suite started from a background job (as some CI runs it)
+    ignores SIGINT, and children inherit that. A caught signal is reset to its default in a
+    child, so catching it here while the child starts gives the child a terminal's Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_child(tmp_path: Path, sig: int) -> tuple[int, list[list[Any]], str]:
     script = tmp_path / "child.py"
     script.write_text(CHILD_SCRIPT)
@@ -218,6 +231,7 @@ def test_sigterm_crashes_the_flow_runs_hooks_and_still_ends_the_process(tmp_path
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.usefixtures("sigint_not_ignored")
 def test_sigint_crashes_the_flow_and_raises_keyboard_interrupt(tmp_path: Path) -> None:
     returncode, records, stderr = _run_child(tmp_path, signal.SIGINT)
     assert [r[:2] for r in records] == [["crashed", "CRASHED"]], stderr
