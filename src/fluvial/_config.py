@@ -26,6 +26,7 @@ class RunConfig:
     """The settings a run needs, as plain values."""
 
     results_persist_by_default: bool = False
+    results_journal: bool = True
     results_default_serializer: str = "pickle"
     result_storage_url: str = ""
     tasks_refresh_cache: bool = False
@@ -113,6 +114,7 @@ def _from_settings(settings: Any) -> RunConfig:
 
     config = RunConfig(
         results_persist_by_default=settings.results_persist_by_default,
+        results_journal=settings.results_journal,
         results_default_serializer=settings.results_default_serializer,
         result_storage_url=settings.result_storage_url,
         tasks_refresh_cache=settings.tasks_refresh_cache,

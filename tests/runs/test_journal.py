@@ -18,6 +18,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fluvial import flow, task
 from fluvial.exceptions import CorruptRunJournal, RunNotFound
 from fluvial.runs import JOURNAL_PREFIX, delete_run, list_runs, read_run
+from fluvial.settings import reload_settings, temporary_settings
 from fluvial.storage import ResultStore, get_serializer
 
 
@@ -133,6 +134,27 @@ def test_no_journal_without_persistence(tmp_path: Path) -> None:
     assert plain() == 2
     assert list_runs(tmp_path / "nothing") == []
     assert list_runs() == []  # the default storage has no runs either
+
+
+def test_the_results_journal_setting_turns_recording_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _memory_url()
+    numbers = make_flow(url)
+    with temporary_settings(results_journal=False):
+        assert numbers(3) == 6
+    assert list_runs(url) == []  # the results are there, the runs are not recorded
+    assert fsspec.filesystem("memory").ls(url.removeprefix("memory://")) != []
+    monkeypatch.setenv("FLUVIAL_RESULTS_JOURNAL", "false")
+    reload_settings()  # the environment is read once, as documented
+    try:
+        assert numbers(2) == 3
+        assert list_runs(url) == []
+    finally:
+        monkeypatch.delenv("FLUVIAL_RESULTS_JOURNAL")
+        reload_settings()
+    assert numbers(1) == 1
+    assert len(list_runs(url)) == 1  # on by default
 
 
 class _FailingRunsFS(MemoryFileSystem):

@@ -15,6 +15,7 @@ from fluvial import flow, task
 from fluvial.exceptions import FlowImportError, RunJournalError, RunNotFound
 from fluvial.runners import ThreadPoolTaskRunner
 from fluvial.runs import read_run, resume
+from fluvial.settings import temporary_settings
 from fluvial.states import State
 
 MEMORY = "memory://resume-tests"
@@ -77,6 +78,17 @@ def test_a_failed_run_resumes_with_only_the_unfinished_tasks() -> None:
     assert second == {"Cached": 3, "Completed": 1}
     first = {t.name: t for t in record.task_runs if t.flow_attempt == 1}
     assert sorted(t.state_name for t in first.values()) == ["Completed"] * 3 + ["Failed"]
+
+
+def test_a_resume_is_recorded_even_with_the_journal_turned_off() -> None:
+    BREAK[1] = RuntimeError
+    failed = pipeline(2, return_state=True)
+    BREAK.clear()
+    with temporary_settings(results_journal=False):
+        assert resume(_run_id(failed), MEMORY) == [0, 10]
+    # The record exists, so it shows the attempt that finished it.
+    attempts = read_run(_run_id(failed), MEMORY).attempts
+    assert [(a.attempt, a.state_name) for a in attempts] == [(1, "Failed"), (2, "Completed")]
 
 
 def test_a_run_crashed_by_keyboard_interrupt_is_flushed_and_resumable() -> None:

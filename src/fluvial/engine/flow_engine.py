@@ -155,11 +155,12 @@ def flow_steps(flow: Flow[..., Any], run: FlowRun, parameters: dict[str, Any]) -
         from ..logging.loggers import enable_print_capture
 
         enable_print_capture()
+    config = run_config()
     persist = flow.persist_result
     if persist is None:
-        persist = run_config().results_persist_by_default
+        persist = config.results_persist_by_default
     if persist:
-        _open_journal(flow, run)
+        _open_journal(flow, run, config.results_journal)
     flow_ctx = FlowRunContext(flow, run, runner, parameters, log_prints, persist)
     flow_token = _set_flow_context(flow_ctx)
     task_token = _set_task_context(None)
@@ -319,11 +320,11 @@ def _crashed(
         yield from call_hooks(hooks, flow, run, state, lambda: logger)
 
 
-def _open_journal(flow: Flow[..., Any], run: FlowRun) -> None:
+def _open_journal(flow: Flow[..., Any], run: FlowRun, enabled: bool) -> None:
     # Runs of flows that persist are recorded next to their results (fluvial.runs).
     from ..runs._journal import open_journal
 
-    open_journal(flow, run)
+    open_journal(flow, run, enabled)
 
 
 def _raise_termination(signum: int, _frame: Any) -> None:

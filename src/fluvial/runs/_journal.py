@@ -153,13 +153,19 @@ class Journal:
         return True
 
 
-def open_journal(flow: Any, run: FlowRun) -> None:
-    """Start journaling *run* of *flow* in its result storage; never raises."""
+def open_journal(flow: Any, run: FlowRun, enabled: bool = True) -> None:
+    """Start journaling *run* of *flow* in its result storage; never raises.
+
+    With *enabled* false (the ``results_journal`` setting) only a resumed run is journaled:
+    its record exists, and should show the attempt that finished it.
+    """
+    previous = resuming.pop(run.id, None)
+    if not enabled and previous is None:
+        return
     try:
         from ..engine.caching import plan_flow_results
 
         store = plan_flow_results(flow).store
-        previous = resuming.pop(run.id, None)
         summary = _initial_summary(flow, run, store, previous)
         journal = Journal(store.result_storage, run, summary)
     except Exception:

@@ -83,6 +83,13 @@ class SettingsValues(BaseModel):
         default=False,
         description="Persist every task and flow result unless persist_result=False says not to.",
     )
+    results_journal: bool = Field(
+        default=True,
+        description=(
+            "Record each run of a flow that persists results in the run journal next to its "
+            "results (what fluvial runs and resume read); false records nothing."
+        ),
+    )
     tasks_default_persist_result: bool | None = Field(
         default=None,
         description=(
