@@ -416,6 +416,21 @@ def test_runs_sent_in_one_burst_keep_their_own_arguments_and_keys(
     assert {f"add-{run_id}" for run_id in ids} <= ran
 
 
+def test_a_burst_of_runs_on_upstream_futures_each_takes_its_own_upstream(
+    runner: DaskTaskRunner,
+) -> None:
+    @flow(task_runner=runner)
+    def two_stages() -> tuple[list[int], list[int]]:
+        firsts = add.map(range(150), unmapped(1))
+        seconds = add.map(firsts, unmapped(10))  # each on one upstream run, most unfinished
+        both = [add.submit(a, b) for a, b in zip(firsts, seconds, strict=True)]  # on two
+        return [f.result() for f in seconds], [f.result() for f in both]
+
+    seconds, both = two_stages()
+    assert seconds == [i + 11 for i in range(150)]
+    assert both == [2 * i + 12 for i in range(150)]
+
+
 def test_dask_options_and_dask_annotate_place_tasks(
     runner: DaskTaskRunner, observer: distributed.Client
 ) -> None:

@@ -10,8 +10,8 @@ one per future, and took a quarter of the loop's time at 2k runs). The client ke
 future's ``status`` current, so the loop reads the statuses of the oldest runs (Dask runs them
 roughly in the order they came), sleeping in between on one done-callback set on the oldest
 run, or for at most ``_POLL`` seconds; now and then it reads the status of every run out, to
-catch those that finish out of order. Runs without upstreams queued together are submitted
-in one ``client.map``. Finished outcomes are gathered in one ``gather`` per batch (while many
+catch those that finish out of order. Runs queued together are submitted in one
+``client.map`` (each stretch of them with as many upstream runs and the same annotations). Finished outcomes are gathered in one ``gather`` per batch (while many
 runs are out and more keep finishing, a batch may grow for up to ``_LINGER`` seconds: each
 ``gather`` costs the scheduler and the workers a round trip, whatever its size; a lone run is
 gathered at once) and handed to the runner's collector thread in one piece. Finished Dask
@@ -159,70 +159,67 @@ class LoopSide:
         with self._lock:
             jobs, self._to_send = self._to_send, []
         deferred: Delivery = []
-        group: list[Job] = []  # consecutive runs without upstreams, with the same annotations
+        # Consecutive runs with as many upstream arguments and the same annotations, each with
+        # those arguments, and the ids of their jobs (whose Dask futures do not exist yet).
+        group: list[tuple[Job, list[Any]]] = []
+        grouped: set[int] = set()
         for job in jobs:
             if job.finished:
                 continue
-            if group and (job.upstream or job.annotations != group[0].annotations):
+            if any(id(source) in grouped for source in job.upstream):
+                self._submit_group(group, deferred)  # its upstreams first
+                group, grouped = [], set()
+            upstream = _upstream_arguments(job)
+            if upstream is None:
+                deferred.append((job, DEFER))
+                continue
+            if group and not _alike(group[0], job, upstream):
                 self._submit_group(group, deferred)
-                group = []
-            if job.upstream:  # after the group: its upstreams may be in it
-                self._submit_one(job, deferred)
-            else:
-                group.append(job)
+                group, grouped = [], set()
+            group.append((job, upstream))
+            grouped.add(id(job))
         self._submit_group(group, deferred)
         if deferred:
             self._deliver(deferred)
         if self._consumer is None and self._watching:
             self._consumer = asyncio.ensure_future(self._consume())
 
-    def _submit_group(self, group: list[Job], deferred: Delivery) -> None:
-        """Submit runs without upstreams in one ``client.map``: one graph update for all,
-        which costs the client and the scheduler less than a ``submit`` each."""
+    def _submit_group(self, group: list[tuple[Job, list[Any]]], deferred: Delivery) -> None:
+        """Submit alike runs in one ``client.map``: one graph update for all, which costs the
+        client and the scheduler less than a ``submit`` each."""
         if len(group) < 2:
-            for job in group:
-                self._submit_one(job, deferred)
+            for job, upstream in group:
+                self._submit_one(job, upstream, deferred)
             return
-        keys = [_key(job) for job in group]
-        headers = [job.call[0] for job in group]
-        annotations = group[0].annotations
+        keys = [_key(job) for job, _ in group]
+        headers = [job.call[0] for job, _ in group]
+        columns = list(zip(*(upstream for _, upstream in group), strict=True))
+        annotations = group[0][0].annotations
         try:
             with _annotate(annotations) if annotations else nullcontext():
-                futures = self._client.map(run_on_worker, headers, key=keys, pure=False)
+                futures = self._client.map(run_on_worker, headers, *columns, key=keys, pure=False)
         except Exception:  # submit them one by one, so each run gets its own error
-            for job in group:
-                self._submit_one(job, deferred)
+            for job, upstream in group:
+                self._submit_one(job, upstream, deferred)
             return
-        for job, key, dask_future in zip(group, keys, futures, strict=True):
-            job.dask_future = dask_future
-            self._watching[key] = (dask_future, job)
+        for (job, upstream), key, dask_future in zip(group, keys, futures, strict=True):
+            self._watch(job, key, dask_future, upstream)
 
-    def _submit_one(self, job: Job, deferred: Delivery) -> None:
+    def _submit_one(self, job: Job, upstream: list[Any], deferred: Delivery) -> None:
+        key = _key(job)
         try:
-            self._submit(job)
+            with _annotate(job.annotations) if job.annotations else nullcontext():
+                dask_future = self._client.submit(
+                    run_on_worker, *job.call, *upstream, key=key, pure=False
+                )
         except Exception as exc:
             deferred.append((job, exc))
         else:
-            if job.dask_future is None:
-                deferred.append((job, DEFER))
+            self._watch(job, key, dask_future, upstream)
 
-    def _submit(self, job: Job) -> None:
-        upstream = []
-        for source in job.upstream:
-            dask_future = source.dask_future
-            if dask_future is not None and dask_future.status not in ("error", "cancelled"):
-                upstream.append(dask_future)
-            elif source.finished:  # its outcome, in place of the released Dask future
-                upstream.append(outcome_reply(source.future.state, source.run.name))
-            else:
-                return  # delivered as DEFER
-        key = _key(job)
-        with _annotate(job.annotations) if job.annotations else nullcontext():
-            dask_future = self._client.submit(
-                run_on_worker, *job.call, *upstream, key=key, pure=False
-            )
+    def _watch(self, job: Job, key: str, dask_future: Any, upstream: list[Any]) -> None:
         job.dask_future = dask_future
-        job.upstream = upstream
+        job.upstream = upstream  # now the Dask futures (or outcomes) of its upstream runs
         self._watching[key] = (dask_future, job)
 
     async def _consume(self) -> None:
@@ -326,6 +323,27 @@ class LoopSide:
 def _finished(items: Any) -> list[str]:
     """Return the keys, among *items* of the watched, whose Dask future is no longer pending."""
     return [key for key, (dask_future, _) in items if dask_future.status != "pending"]
+
+
+def _upstream_arguments(job: Job) -> list[Any] | None:
+    """Return the extra arguments of *job*'s Dask task: its upstream runs' Dask futures, or
+    the outcomes of those already finished; None if some upstream failed in Dask unfinished
+    (the job is then sent again once its upstreams are done)."""
+    upstream: list[Any] = []
+    for source in job.upstream:
+        dask_future = source.dask_future
+        if dask_future is not None and dask_future.status not in ("error", "cancelled"):
+            upstream.append(dask_future)
+        elif source.finished:  # its outcome, in place of the released Dask future
+            upstream.append(outcome_reply(source.future.state, source.run.name))
+        else:
+            return None
+    return upstream
+
+
+def _alike(first: tuple[Job, list[Any]], job: Job, upstream: list[Any]) -> bool:
+    """Whether *job* may go in the same ``client.map`` as the group that *first* starts."""
+    return len(upstream) == len(first[1]) and job.annotations == first[0].annotations
 
 
 def _key(job: Job) -> str:
