@@ -135,6 +135,7 @@ def plan_graph(config: Config, backends: Backends, scenario: str, runner: str) -
     budget = RUNNER_BUDGETS[runner] if scenario == "fanout" else None
     jobs = []
     for n in sizes:
-        row = Row(scenario, runner, n, "µs/task", budget, baseline_name=_RAW_NAMES[runner])
+        raw = "client.map" if (runner, scenario) == ("dask", "map") else _RAW_NAMES[runner]
+        row = Row(scenario, runner, n, "µs/task", budget, baseline_name=raw)
         jobs.append(Job(row, partial(_measure, backends, runner, scenario, n, config.repeats)))
     return jobs
