@@ -8,6 +8,7 @@ session's credentials are moto's dummy "testing" pair.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,18 @@ def dask_cluster() -> Iterator[Any]:
         ) as cluster,
     ):
         yield cluster
+
+
+@pytest.fixture
+def sigint_not_ignored() -> Iterator[None]:
+    """Let children see Ctrl-C: a suite started from a background job (as some CI runs it)
+    ignores SIGINT, and children inherit that. A caught signal is reset to its default in a
+    child, so catching it here while the child starts gives the child a terminal's Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,18 +185,6 @@ CHILD_SCRIPT = textwrap.dedent(
     long_flow()
     """
 )
-
-
-@pytest.fixture
-def sigint_not_ignored() -> Iterator[None]:
-    """Let children see Ctrl-C: a suite started from a background job (as some CI runs it)
-    ignores SIGINT, and children inherit that. A caught signal is reset to its default in a
-    child, so catching it here while the child starts gives the child a terminal's Ctrl-C."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _run_child(tmp_path: Path, sig: int) -> tuple[int, list[list[Any]], str]:

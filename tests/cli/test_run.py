@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,18 +197,6 @@ def test_flows_file_is_not_a_test_module() -> None:
     # The flows file must stay out of pytest's collection (and of the examples' imports).
     assert not FLOWS.name.startswith("test_")
     assert FLOWS.parent == HERE
-
-
-@pytest.fixture
-def sigint_not_ignored() -> Iterator[None]:
-    """Let children see Ctrl-C: a suite started from a background job (as some CI runs it)
-    ignores SIGINT, and children inherit that. A caught signal is reset to its default in a
-    child, so catching it here while the child starts gives the child a terminal's Ctrl-C."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.usefixtures("sigint_not_ignored")
